@@ -1,0 +1,8 @@
+//! envoy-qat: an Intel QuickAssist (QAT) private-key provider and gzip compressor
+//! for Envoy and Istio. See `DESIGN.md` of the project for the layering.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod backend;
+pub mod engine;
+pub mod key;
+pub mod scheme;
