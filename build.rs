@@ -22,7 +22,10 @@ fn main() {
             include.display()
         );
     }
-    println!("cargo:rustc-env=ENVOY_QAT_DEPS_LIB={}", deps.join("usr/lib/x86_64-linux-gnu").display());
+    println!(
+        "cargo:rustc-env=ENVOY_QAT_DEPS_LIB={}",
+        deps.join("usr/lib/x86_64-linux-gnu").display()
+    );
     qat_bindings(&include, &out);
     qatzip_bindings(&include, &out);
 }
@@ -53,7 +56,10 @@ fn qat_bindings(include: &Path, out: &Path) {
 }
 
 fn qatzip_bindings(include: &Path, out: &Path) {
-    println!("cargo:rerun-if-changed={}", include.join("qatzip.h").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        include.join("qatzip.h").display()
+    );
     bindgen::Builder::default()
         .header(include.join("qatzip.h").display().to_string())
         .clang_arg(format!("-I{}", include.display()))

@@ -3,6 +3,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod backend;
+pub mod bench;
+pub mod config;
 pub mod engine;
 pub mod key;
 pub mod scheme;

@@ -1,1 +1,306 @@
-fn main(){}
+//! The `envoy-qat` command line.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use envoy_qat::backend;
+use envoy_qat::bench;
+use envoy_qat::config::{BackendChoice, ProviderConfig};
+use envoy_qat::engine::{Engine, EngineConfig, PollPolicy};
+use envoy_qat::key::PrivateKey;
+use envoy_qat::scheme::{Operation, SignatureScheme};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  1   the operation failed (backend error, verification failure)
+  2   usage error (bad flags)
+  3   bad input (key, config, data) — the message names it and the fix
+  4   a required backend or tool is unavailable";
+
+/// Exit code: the operation failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit code: bad input.
+const EXIT_INPUT: u8 = 3;
+/// Exit code: unavailable backend or tool.
+const EXIT_UNAVAILABLE: u8 = 4;
+
+#[derive(Parser)]
+#[command(
+    name = "envoy-qat",
+    version,
+    about = "Intel QAT private-key provider and gzip compressor for Envoy and Istio",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    /// Log filter (RUST_LOG syntax), e.g. "info" or "envoy_qat=debug".
+    #[arg(long, global = true, default_value = "warn", env = "ENVOY_QAT_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Sign a message (or raw-RSA-decrypt a ciphertext) with a private key; the output
+    /// verifies with `openssl pkeyutl` / `openssl dgst`.
+    #[command(after_help = EXIT_CODES)]
+    Sign(SignArgs),
+    /// Measure private-key operations through the engine next to `openssl speed`.
+    #[command(after_help = EXIT_CODES)]
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BackendArgs {
+    /// Backend: auto (QAT if usable, else software), qat, soft (rsa/p256/p384 crates),
+    /// noop (no crypto; engine overhead only).
+    #[arg(long, default_value = "auto")]
+    backend: String,
+    /// Do not redo failed QAT operations in software.
+    #[arg(long)]
+    no_fallback: bool,
+    /// Software worker threads (0 = one per CPU).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Longest poll interval while operations are in flight, in milliseconds.
+    #[arg(long, default_value_t = 5.0)]
+    poll_delay_ms: f64,
+    /// Poll policy for polled backends: adaptive or fixed (upstream's fixed sleep).
+    #[arg(long, default_value = "adaptive")]
+    poll_policy: String,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// Private key file (PEM or DER; PKCS#1, PKCS#8 or SEC1).
+    #[arg(long)]
+    key: PathBuf,
+    /// Signature scheme (IANA name such as rsa_pss_rsae_sha256, or a code like 0x0804),
+    /// or "decrypt" for a raw RSA decryption (no padding removed).
+    #[arg(long)]
+    scheme: String,
+    /// Input file (default: standard input).
+    #[arg(long = "in")]
+    input: Option<PathBuf>,
+    /// Output file (default: standard output).
+    #[arg(long = "out")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Key types to measure: rsa2048, rsa3072, rsa4096, p256, p384 (comma separated).
+    #[arg(long, default_value = "rsa2048,p256", value_delimiter = ',')]
+    key_types: Vec<String>,
+    /// Schemes to measure (default: the one `openssl speed` measures for each key type).
+    #[arg(long, value_delimiter = ',')]
+    schemes: Vec<String>,
+    /// Operations in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Skip the `openssl speed` baseline.
+    #[arg(long)]
+    no_openssl: bool,
+    /// Skip the no-op backend engine-overhead line.
+    #[arg(long)]
+    no_overhead: bool,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let r = match cli.command {
+        Cmd::Sign(a) => sign(a),
+        Cmd::Bench(a) => bench_cmd(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            eprintln!("envoy-qat: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type CmdResult = Result<(), (u8, String)>;
+
+fn make_engine(a: &BackendArgs) -> Result<Engine, (u8, String)> {
+    let poll_policy = match a.poll_policy.as_str() {
+        "adaptive" => PollPolicy::Adaptive,
+        "fixed" => PollPolicy::Fixed,
+        other => {
+            return Err((
+                2,
+                format!("--poll-policy {other}: expected adaptive or fixed"),
+            ))
+        }
+    };
+    if !(a.poll_delay_ms.is_finite() && a.poll_delay_ms > 0.0) {
+        return Err((
+            2,
+            format!("--poll-delay-ms {}: must be > 0", a.poll_delay_ms),
+        ));
+    }
+    let cfg = ProviderConfig {
+        backend: BackendChoice::parse(&a.backend).map_err(|e| (2, format!("--backend: {e}")))?,
+        poll_delay: Duration::from_secs_f64(a.poll_delay_ms / 1000.0),
+        poll_policy,
+        software_fallback: !a.no_fallback,
+        soft_threads: a.threads,
+        ..ProviderConfig::default()
+    };
+    cfg.build_engine()
+        .map_err(|e| (EXIT_UNAVAILABLE, e.to_string()))
+}
+
+fn sign(a: SignArgs) -> CmdResult {
+    let key = Arc::new(PrivateKey::from_file(&a.key).map_err(|e| (EXIT_INPUT, e.to_string()))?);
+    let op = if a.scheme.eq_ignore_ascii_case("decrypt") {
+        Operation::Decrypt
+    } else {
+        let s = SignatureScheme::from_name(&a.scheme).ok_or_else(|| {
+            let names: Vec<&str> = SignatureScheme::ALL.iter().map(|s| s.name()).collect();
+            (
+                2,
+                format!(
+                    "--scheme {}: unknown; expected decrypt or one of {}",
+                    a.scheme,
+                    names.join(", ")
+                ),
+            )
+        })?;
+        Operation::Sign(s)
+    };
+    let mut input = Vec::new();
+    match &a.input {
+        Some(p) => {
+            input =
+                std::fs::read(p).map_err(|e| (EXIT_INPUT, format!("--in {}: {e}", p.display())))?
+        }
+        None => {
+            std::io::stdin()
+                .read_to_end(&mut input)
+                .map_err(|e| (EXIT_INPUT, format!("standard input: {e}")))?;
+        }
+    }
+    let engine = make_engine(&a.backend)?;
+    let out = engine
+        .submit(&key, op, &input)
+        .and_then(|p| p.wait())
+        .map_err(|e| match e {
+            envoy_qat::engine::EngineError::Scheme(_) => (EXIT_INPUT, e.to_string()),
+            _ => (EXIT_FAILED, e.to_string()),
+        })?;
+    engine.shutdown();
+    match &a.output {
+        Some(p) => std::fs::write(p, &out)
+            .map_err(|e| (EXIT_FAILED, format!("--out {}: {e}", p.display()))),
+        None => std::io::stdout()
+            .write_all(&out)
+            .map_err(|e| (EXIT_FAILED, format!("standard output: {e}"))),
+    }
+}
+
+fn bench_cmd(a: BenchArgs) -> CmdResult {
+    let engine = make_engine(&a.backend)?;
+    let workers = if a.backend.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        a.backend.threads
+    };
+    let dur = Duration::from_secs_f64(a.seconds.max(0.1));
+    println!(
+        "envoy-qat bench: backend={} concurrency={} seconds={} workers={}",
+        a.backend.backend, a.concurrency, a.seconds, workers
+    );
+    for kt_name in &a.key_types {
+        let kt = bench::parse_key_type(kt_name).ok_or_else(|| {
+            (
+                2,
+                format!("--key-types {kt_name}: expected rsa2048, rsa3072, rsa4096, p256 or p384"),
+            )
+        })?;
+        let key = Arc::new(PrivateKey::generate(kt).map_err(|e| (EXIT_FAILED, e.to_string()))?);
+        let schemes: Vec<SignatureScheme> = if a.schemes.is_empty() {
+            vec![bench::openssl_like_scheme(kt)]
+        } else {
+            let mut v = Vec::new();
+            for s in &a.schemes {
+                let s = SignatureScheme::from_name(s)
+                    .ok_or_else(|| (2, format!("--schemes {s}: unknown scheme")))?;
+                if s.fits(kt) {
+                    v.push(s);
+                }
+            }
+            v
+        };
+        let mut ours_like = None;
+        for s in schemes {
+            let r = bench::run(&engine, &key, Operation::Sign(s), a.concurrency, dur)
+                .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            println!("{}", bench::format_result(&r));
+            if s == bench::openssl_like_scheme(kt) {
+                ours_like = Some(r.ops_per_sec);
+            }
+        }
+        if !a.no_openssl {
+            let secs = a.seconds.ceil().max(1.0) as u64;
+            match (bench::openssl_speed(kt, secs, workers), ours_like) {
+                (Ok(o), Some(ours)) => {
+                    println!(
+                    "{:<34} openssl speed -multi {}: {:>10.0} sign/s   ratio ours/openssl = {:.2}",
+                    o.algorithm, o.processes, o.sign_per_sec, ours / o.sign_per_sec
+                )
+                }
+                (Ok(o), None) => println!(
+                    "{:<34} openssl speed -multi {}: {:>10.0} sign/s",
+                    o.algorithm, o.processes, o.sign_per_sec
+                ),
+                (Err(e), _) => eprintln!("envoy-qat: baseline skipped: {e}"),
+            }
+        }
+    }
+    engine.shutdown();
+    if !a.no_overhead {
+        let noop = Engine::new(
+            Arc::new(backend::noop::NoopBackend),
+            None,
+            EngineConfig::default(),
+        );
+        let key = Arc::new(
+            PrivateKey::generate(envoy_qat::key::KeyType::EcP256)
+                .map_err(|e| (EXIT_FAILED, e.to_string()))?,
+        );
+        let r = bench::run(
+            &noop,
+            &key,
+            Operation::Sign(SignatureScheme::EcdsaSecp256r1Sha256),
+            1,
+            dur,
+        )
+        .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+        println!(
+            "{}   (engine round trip, no crypto)",
+            bench::format_result(&r)
+        );
+    }
+    Ok(())
+}

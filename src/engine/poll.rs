@@ -1,0 +1,144 @@
+//! The poll thread: drives backends that complete only when polled (QAT).
+//!
+//! It parks on a condition variable while nothing polled is in flight, so an idle
+//! engine costs no CPU. While operations are in flight it polls, and between empty polls
+//! it waits according to the [`PollPolicy`]:
+//! - `Adaptive` (default): right after work arrives or completes it polls tightly
+//!   (yielding the CPU between polls) for a short spin window, then sleeps with an
+//!   exponentially growing interval capped at `poll_delay`.
+//! - `Fixed`: sleeps `poll_delay` between polls, as upstream Envoy's QAT provider does.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::Inner;
+
+/// How the poll thread waits between polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PollPolicy {
+    /// Tight polling right after activity, then exponential back-off up to `poll_delay`.
+    #[default]
+    Adaptive,
+    /// A fixed sleep of `poll_delay` between polls (upstream's behaviour).
+    Fixed,
+}
+
+/// How long the adaptive policy keeps polling tightly after activity.
+const SPIN_WINDOW: Duration = Duration::from_micros(50);
+/// First sleep after the spin window.
+const FIRST_SLEEP: Duration = Duration::from_micros(5);
+
+pub(super) struct Poller {
+    active: AtomicUsize,
+    stop: AtomicBool,
+    park: Mutex<()>,
+    wake: Condvar,
+    poll_delay: Duration,
+    policy: PollPolicy,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Poller {
+    pub(super) fn new(poll_delay: Duration, policy: PollPolicy) -> Self {
+        Poller {
+            active: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            park: Mutex::new(()),
+            wake: Condvar::new(),
+            poll_delay: poll_delay.max(Duration::from_micros(1)),
+            policy,
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// One more polled operation in flight; wakes the thread on 0 -> 1.
+    pub(super) fn add(&self) {
+        if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            let _g = self.park.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_one();
+        }
+    }
+
+    /// One polled operation finished.
+    pub(super) fn done(&self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        {
+            let _g = self.park.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
+        }
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+pub(super) fn spawn(inner: &Arc<Inner>) {
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let handle = std::thread::Builder::new()
+        .name("envoy-qat-poll".into())
+        .spawn(move || run(weak))
+        .expect("spawn poll thread");
+    *inner
+        .poller
+        .thread
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(handle);
+}
+
+fn run(weak: Weak<Inner>) {
+    let mut last_activity = Instant::now();
+    let mut sleep = FIRST_SLEEP;
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let p = &inner.poller;
+        if p.stop.load(Ordering::Acquire) {
+            return;
+        }
+        if p.active.load(Ordering::Acquire) == 0 {
+            // Park until work arrives. Drop our strong reference while parked so the
+            // engine can be dropped; the condvar wait holds only the poller's lock.
+            inner.stats.poll_sleeps.fetch_add(1, Ordering::Relaxed);
+            let guard = p.park.lock().unwrap_or_else(|e| e.into_inner());
+            if p.active.load(Ordering::Acquire) == 0 && !p.stop.load(Ordering::Acquire) {
+                // Wake at least once a second to notice an engine that went away.
+                let _ = p.wake.wait_timeout(guard, Duration::from_secs(1));
+            }
+            last_activity = Instant::now();
+            sleep = FIRST_SLEEP;
+            continue;
+        }
+        inner.stats.polls.fetch_add(1, Ordering::Relaxed);
+        let done = inner.primary.poll()
+            + inner
+                .fallback
+                .as_ref()
+                .map_or(0, |f| if f.needs_polling() { f.poll() } else { 0 });
+        if done > 0 {
+            last_activity = Instant::now();
+            sleep = FIRST_SLEEP;
+            continue;
+        }
+        let delay = p.poll_delay;
+        let policy = p.policy;
+        drop(inner);
+        match policy {
+            PollPolicy::Fixed => std::thread::sleep(delay),
+            PollPolicy::Adaptive => {
+                if last_activity.elapsed() < SPIN_WINDOW {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(sleep);
+                    sleep = (sleep * 2).min(delay);
+                }
+            }
+        }
+    }
+}
