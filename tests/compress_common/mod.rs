@@ -5,9 +5,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use envoy_qat::compress::{
-    CompressBackend, Compressor, CompressorConfig, CompressorFactory, Mode,
-};
+use envoy_qat::compress::{CompressBackend, Compressor, CompressorConfig, CompressorFactory, Mode};
 
 /// Output of a decoder subprocess.
 pub struct Decoded {
@@ -44,14 +42,24 @@ pub fn run_with_stdin(cmd: &str, args: &[&str], input: &[u8]) -> Decoded {
 pub fn assert_gzip_d(gz: &[u8], expect: &[u8]) {
     let d = run_with_stdin("gzip", &["-dc"], gz);
     assert!(d.ok, "gzip -dc failed: {}", d.stderr);
-    assert!(d.stdout == expect, "gzip -dc output differs ({} vs {} bytes)", d.stdout.len(), expect.len());
+    assert!(
+        d.stdout == expect,
+        "gzip -dc output differs ({} vs {} bytes)",
+        d.stdout.len(),
+        expect.len()
+    );
 }
 
 /// `pigz -dc`: must succeed and give `expect`.
 pub fn assert_pigz_d(gz: &[u8], expect: &[u8]) {
     let d = run_with_stdin("pigz", &["-dc"], gz);
     assert!(d.ok, "pigz -dc failed: {}", d.stderr);
-    assert!(d.stdout == expect, "pigz -dc output differs ({} vs {} bytes)", d.stdout.len(), expect.len());
+    assert!(
+        d.stdout == expect,
+        "pigz -dc output differs ({} vs {} bytes)",
+        d.stdout.len(),
+        expect.len()
+    );
 }
 
 /// Python's zlib (C zlib) with a gzip wrapper: decode the whole stream, require the end
@@ -68,7 +76,12 @@ sys.stdout.buffer.write(out)
 "#;
     let d = run_with_stdin("python3", &["-c", script], gz);
     assert!(d.ok, "python zlib failed: {}", d.stderr);
-    assert!(d.stdout == expect, "python zlib output differs ({} vs {} bytes)", d.stdout.len(), expect.len());
+    assert!(
+        d.stdout == expect,
+        "python zlib output differs ({} vs {} bytes)",
+        d.stdout.len(),
+        expect.len()
+    );
 }
 
 /// Deterministic pseudo-random bytes (xorshift).
@@ -101,7 +114,11 @@ pub fn factory(backend: CompressBackend, level: u32) -> CompressorFactory {
 
 /// Compress `data` in pieces of `piece` bytes with a Flush after each and Finish at the
 /// end; returns the stream and the output length after every call.
-pub fn compress_pieces(c: &mut Compressor, data: &[u8], piece: usize) -> (Vec<u8>, Vec<(usize, usize)>) {
+pub fn compress_pieces(
+    c: &mut Compressor,
+    data: &[u8],
+    piece: usize,
+) -> (Vec<u8>, Vec<(usize, usize)>) {
     let mut out = Vec::new();
     let mut marks = Vec::new();
     let mut fed = 0;
