@@ -192,7 +192,10 @@ impl Progress {
             total,
             done: 0,
             start: Instant::now(),
-            last: Instant::now(),
+            // Draw at the first chance once the input is large.
+            last: Instant::now()
+                .checked_sub(Duration::from_secs(1))
+                .unwrap_or_else(Instant::now),
             label: label.to_string(),
         }
     }
