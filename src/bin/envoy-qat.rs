@@ -54,6 +54,21 @@ enum Cmd {
     /// Measure private-key operations through the engine next to `openssl speed`.
     #[command(after_help = EXIT_CODES)]
     Bench(BenchArgs),
+    /// Compress to gzip (gzip-compatible flags: -1..-9, -c, -d, -k, -f).
+    #[command(after_help = EXIT_CODES)]
+    Compress(envoy_qat::compress::cli::CompressArgs),
+    /// Decompress gzip (or zlib/raw deflate) with optional bomb limits.
+    #[command(after_help = EXIT_CODES)]
+    Decompress(envoy_qat::compress::cli::DecompressArgs),
+    /// Measure compression (same as `bench compress`) next to gzip and pigz.
+    #[command(after_help = EXIT_CODES)]
+    BenchCompress(envoy_qat::compress::cli::BenchCompressArgs),
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Measure gzip compression per backend and level next to gzip and pigz.
+    Compress(envoy_qat::compress::cli::BenchCompressArgs),
 }
 
 #[derive(Args)]
@@ -121,6 +136,8 @@ struct BenchArgs {
     idle_seconds: f64,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
 }
 
 fn main() -> ExitCode {
@@ -134,7 +151,14 @@ fn main() -> ExitCode {
         .init();
     let r = match cli.command {
         Cmd::Sign(a) => sign(a),
+        Cmd::Bench(BenchArgs {
+            what: Some(BenchWhat::Compress(c)),
+            ..
+        }) => envoy_qat::compress::cli::run_bench(c),
         Cmd::Bench(a) => bench_cmd(a),
+        Cmd::Compress(a) => envoy_qat::compress::cli::run_compress(a),
+        Cmd::Decompress(a) => envoy_qat::compress::cli::run_decompress(a),
+        Cmd::BenchCompress(a) => envoy_qat::compress::cli::run_bench(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# `envoy-qat compress` / `decompress` / `bench compress` against the real gzip and pigz:
+# gzip-compatible flags and file handling, round trips both ways, clear errors and exit
+# codes for bad input, the QATzip backend with the trixie libqatzip (no device), the
+# progress bar on a terminal only, and a short benchmark run.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+export ENVOY_QAT_DEPS="${ENVOY_QAT_DEPS:-$repo/build/qat-deps}"
+cargo build -q --locked --bin envoy-qat
+bin="${CARGO_TARGET_DIR:-$repo/target}/debug/envoy-qat"
+t=$(mktemp -d)
+trap 'rm -rf "$t"' EXIT
+fail() { echo "test-compress: FAIL: $*" >&2; exit 1; }
+pass() { echo "test-compress: ok: $*"; }
+
+# Mixed input: text, JSON and random bytes, a few MB.
+python3 - "$t/in" <<'PY'
+import json, os, random, sys
+random.seed(5)
+words = "envoy proxy gzip stream header route cluster listener the and of".split()
+with open(sys.argv[1], "wb") as f:
+    for i in range(60000):
+        f.write((" ".join(random.choice(words) for _ in range(12)) + "\n").encode())
+        if i % 3 == 0:
+            f.write((json.dumps({"id": i, "v": random.random()}) + "\n").encode())
+    f.write(random.randbytes(300000))
+PY
+size_in=$(stat -c %s "$t/in")
+
+# 1. stdin -> stdout at every level; gzip -t, gzip -dc and pigz -dc agree.
+prev=""
+for l in 1 2 3 4 5 6 7 8 9; do
+  "$bin" compress -$l < "$t/in" > "$t/l$l.gz"
+  gzip -t "$t/l$l.gz" || fail "gzip -t rejects level $l output"
+  gzip -dc "$t/l$l.gz" | cmp -s - "$t/in" || fail "gzip -dc differs at level $l"
+  pigz -dc "$t/l$l.gz" | cmp -s - "$t/in" || fail "pigz -dc differs at level $l"
+done
+[[ $(stat -c %s "$t/l9.gz") -lt $(stat -c %s "$t/l1.gz") ]] || fail "-9 is not smaller than -1"
+pass "levels 1-9 via stdin/stdout decode with gzip and pigz ($size_in bytes in)"
+
+# 2. File mode like gzip: FILE -> FILE.gz, input removed unless -k, -f to overwrite.
+cp "$t/in" "$t/f"
+"$bin" compress -k "$t/f"
+[[ -f "$t/f" && -f "$t/f.gz" ]] || fail "-k did not keep the input"
+set +e; "$bin" compress "$t/f" 2> "$t/err"; rc=$?; set -e
+[[ $rc -eq 3 ]] && grep -q "already exists; use -f" "$t/err" || fail "no refusal to overwrite (rc $rc)"
+"$bin" compress -f "$t/f"
+[[ ! -e "$t/f" && -f "$t/f.gz" ]] || fail "input not removed after compression"
+gzip -dc "$t/f.gz" | cmp -s - "$t/in" || fail "file mode output differs"
+"$bin" decompress "$t/f.gz"
+[[ -f "$t/f" && ! -e "$t/f.gz" ]] || fail "decompress FILE.gz did not give FILE"
+cmp -s "$t/f" "$t/in" || fail "decompressed file differs"
+"$bin" compress -c "$t/f" | "$bin" compress -d -c > "$t/f2"
+cmp -s "$t/f2" "$t/in" || fail "compress -c | compress -d -c differs"
+pass "file mode (-k, -f, FILE.gz, -c, -d)"
+
+# 3. Our decompressor on gzip -9, pigz and concatenated members.
+gzip -9 -c "$t/in" > "$t/g9.gz"
+pigz -c "$t/in" > "$t/pz.gz"
+"$bin" decompress < "$t/g9.gz" | cmp -s - "$t/in" || fail "decompress of gzip -9 output differs"
+"$bin" decompress < "$t/pz.gz" | cmp -s - "$t/in" || fail "decompress of pigz output differs"
+cat "$t/g9.gz" "$t/pz.gz" "$t/l6.gz" > "$t/cat.gz"
+cat "$t/in" "$t/in" "$t/in" > "$t/cat"
+"$bin" decompress < "$t/cat.gz" | cmp -s - "$t/cat" || fail "concatenated members differ"
+pass "decompress gzip -9, pigz, concatenated members"
+
+# 4. Bad input: each its own message, exit code 3.
+expect_err() { # name, expected text, then the command reading $t/bad
+  local name=$1 want=$2; shift 2
+  set +e; "$@" < "$t/bad" > /dev/null 2> "$t/err"; local rc=$?; set -e
+  [[ $rc -eq 3 ]] || fail "$name: exit $rc, want 3 ($(cat "$t/err"))"
+  grep -q -- "$want" "$t/err" || fail "$name: message '$(cat "$t/err")' lacks '$want'"
+  pass "$name -> $(cat "$t/err")"
+}
+head -c $(( $(stat -c %s "$t/g9.gz") / 2 )) "$t/g9.gz" > "$t/bad"
+expect_err truncated "truncated input" "$bin" decompress
+printf 'PK\003\004 this is a zip' > "$t/bad"
+expect_err wrong-magic "not gzip data" "$bin" decompress
+cp "$t/g9.gz" "$t/bad"; printf '\377\377\377\377' | dd of="$t/bad" bs=1 seek=$(( $(stat -c %s "$t/bad") - 8 )) conv=notrunc status=none
+expect_err bad-crc "CRC-32" "$bin" decompress
+head -c 100000000 /dev/zero | gzip -c > "$t/bad"
+expect_err bomb-size "decompression bomb" "$bin" decompress --max-output 1000000
+expect_err bomb-ratio "expansion ratio exceeds 50:1" "$bin" decompress --max-ratio 50
+: > "$t/bad"
+expect_err empty "empty input" "$bin" decompress
+
+# 5. QATzip backend with the real trixie libqatzip (no QAT device): software fallback,
+#    said once in our own log line.
+export ENVOY_QATZIP_LIB="$ENVOY_QAT_DEPS/usr/lib/x86_64-linux-gnu/libqatzip.so.3"
+"$bin" --log info compress --backend qatzip -6 < "$t/in" > "$t/qz.gz" 2> "$t/qzlog"
+gzip -dc "$t/qz.gz" | cmp -s - "$t/in" || fail "qatzip output differs after gzip -dc"
+pigz -dc "$t/qz.gz" | cmp -s - "$t/in" || fail "qatzip output differs after pigz -dc"
+n=$(grep -c "QATzip software fallback, no QAT device" "$t/qzlog" || true)
+[[ $n -eq 1 ]] || fail "expected one software-path log line, got $n: $(grep -v vfio "$t/qzlog" | head -5)"
+pass "qatzip backend (trixie libqatzip, software fallback) round trip; logged once"
+set +e; ENVOY_QATZIP_LIB=/nonexistent/libqatzip.so.3 "$bin" compress --backend qatzip < "$t/in" > /dev/null 2> "$t/err"; rc=$?; set -e
+[[ $rc -eq 4 ]] && grep -q "ENVOY_QATZIP_LIB" "$t/err" || fail "missing libqatzip: rc $rc, $(cat "$t/err")"
+pass "missing libqatzip -> exit 4 naming ENVOY_QATZIP_LIB"
+unset ENVOY_QATZIP_LIB
+
+# 6. Progress bar: drawn on a terminal for large inputs, never into a pipe or file.
+head -c 40000000 /dev/zero > "$t/big"
+script -qec "$bin compress -c $t/big > $t/big.gz" /dev/null > "$t/tty" 2>&1 || fail "compress under script(1)"
+grep -q "%" "$t/tty" || fail "no progress bar on a terminal: $(head -c 200 "$t/tty")"
+"$bin" compress -c "$t/big" > "$t/big2.gz" 2> "$t/notty"
+[[ ! -s "$t/notty" ]] || fail "progress output without a terminal: $(head -c 200 "$t/notty")"
+gzip -dc "$t/big.gz" | cmp -s - "$t/big" || fail "output under a terminal differs"
+pass "progress bar only on a terminal"
+
+# 7. The benchmark runs and prints the baselines next to ours.
+"$bin" bench compress --size-mib 4 --levels 1,6 --no-qatzip > "$t/bench"
+for want in "gzip -6" "gzip -1" "pigz -6" "level 6" "flush-heavy" "decompress: envoy-qat"; do
+  grep -q -- "$want" "$t/bench" || fail "bench output lacks '$want'"
+done
+pass "bench compress prints gzip/pigz baselines, levels, flush cost, decompression"
+echo "test-compress: all passed"

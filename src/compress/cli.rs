@@ -1,0 +1,894 @@
+//! The `envoy-qat compress`, `decompress` and `bench-compress` subcommands: argument
+//! structs and run functions (the binary only dispatches here).
+
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::{
+    CompressBackend, CompressorConfig, CompressorFactory, DecompressLimits, Decompressor, Format,
+    Mode,
+};
+
+/// Exit code: the operation failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit code: usage error.
+const EXIT_USAGE: u8 = 2;
+/// Exit code: bad input.
+const EXIT_INPUT: u8 = 3;
+/// Exit code: unavailable backend.
+const EXIT_UNAVAILABLE: u8 = 4;
+
+/// (exit code, message).
+pub type CliResult = Result<(), (u8, String)>;
+
+/// Bytes read and compressed per call (each call ends with a Flush).
+const BLOCK: usize = 1 << 20;
+
+/// `envoy-qat compress`.
+#[derive(Args, Debug)]
+pub struct CompressArgs {
+    /// Files to compress (FILE -> FILE.gz, FILE removed unless -k). None: stdin to stdout.
+    pub files: Vec<PathBuf>,
+    /// Write to standard output, keep the input files.
+    #[arg(short = 'c', long = "stdout")]
+    pub to_stdout: bool,
+    /// Decompress instead (as `envoy-qat decompress`).
+    #[arg(short = 'd', long = "decompress")]
+    pub decompress: bool,
+    /// Keep input files.
+    #[arg(short = 'k', long)]
+    pub keep: bool,
+    /// Overwrite existing output files.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Compression level 1-9 (also -1 .. -9).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub level: Option<u32>,
+    #[arg(short = '1', hide = true)]
+    l1: bool,
+    #[arg(short = '2', hide = true)]
+    l2: bool,
+    #[arg(short = '3', hide = true)]
+    l3: bool,
+    #[arg(short = '4', hide = true)]
+    l4: bool,
+    #[arg(short = '5', hide = true)]
+    l5: bool,
+    #[arg(short = '6', hide = true)]
+    l6: bool,
+    #[arg(short = '7', hide = true)]
+    l7: bool,
+    #[arg(short = '8', hide = true)]
+    l8: bool,
+    #[arg(short = '9', hide = true)]
+    l9: bool,
+    /// Backend: auto (QATzip if libqatzip loads, else software), qatzip, soft.
+    #[arg(long, default_value = "soft")]
+    pub backend: String,
+    /// Deflate window bits 9-15 (software path).
+    #[arg(long, default_value_t = 15)]
+    pub window_bits: u32,
+    /// Deflate memory level 1-9 (software path).
+    #[arg(long, default_value_t = 8)]
+    pub memory_level: u32,
+    /// Inputs below this many bytes go to software (QATzip backend), 128-524288.
+    #[arg(long, default_value_t = 1024)]
+    pub input_size_threshold: u32,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Decompression limits.
+#[derive(Args, Debug)]
+pub struct LimitArgs {
+    /// Largest decompressed output in bytes (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub max_output: u64,
+    /// Largest output/input ratio (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub max_ratio: u64,
+}
+
+/// `envoy-qat decompress`.
+#[derive(Args, Debug)]
+pub struct DecompressArgs {
+    /// Files to decompress (FILE.gz -> FILE). None: stdin to stdout.
+    pub files: Vec<PathBuf>,
+    /// Write to standard output, keep the input files.
+    #[arg(short = 'c', long = "stdout")]
+    pub to_stdout: bool,
+    /// Keep input files.
+    #[arg(short = 'k', long)]
+    pub keep: bool,
+    /// Overwrite existing output files.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Input format: auto, gzip, zlib, raw.
+    #[arg(long, default_value = "gzip")]
+    pub format: String,
+    /// Never show a progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `envoy-qat bench-compress`.
+#[derive(Args, Debug)]
+pub struct BenchCompressArgs {
+    /// Directory of files to use as the corpus (default: a generated mixed corpus).
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Size of the generated corpus in MiB.
+    #[arg(long, default_value_t = 32)]
+    pub size_mib: usize,
+    /// Software levels to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7,8,9")]
+    pub levels: Vec<u32>,
+    /// Skip gzip and pigz.
+    #[arg(long)]
+    pub no_external: bool,
+    /// Skip the QATzip backend.
+    #[arg(long)]
+    pub no_qatzip: bool,
+    /// Write size for the flush-heavy measurement (a Flush after each write).
+    #[arg(long, default_value_t = 1024)]
+    pub flush_write: usize,
+    /// Deflate window bits for the software backend.
+    #[arg(long, default_value_t = 15)]
+    pub window_bits: u32,
+    /// Deflate memory level for the software backend.
+    #[arg(long, default_value_t = 8)]
+    pub memory_level: u32,
+}
+
+impl CompressArgs {
+    fn level(&self) -> u32 {
+        let flags = [
+            self.l1, self.l2, self.l3, self.l4, self.l5, self.l6, self.l7, self.l8, self.l9,
+        ];
+        if let Some(l) = self.level {
+            return l;
+        }
+        flags
+            .iter()
+            .rposition(|&b| b)
+            .map(|i| i as u32 + 1)
+            .unwrap_or(6)
+    }
+}
+
+fn limits(a: &LimitArgs) -> DecompressLimits {
+    DecompressLimits {
+        max_output: a.max_output,
+        max_ratio: a.max_ratio,
+        ratio_grace: 1 << 20,
+    }
+}
+
+/// A small progress bar on stderr, drawn only on a terminal and for large inputs.
+struct Progress {
+    on: bool,
+    total: Option<u64>,
+    done: u64,
+    start: Instant,
+    last: Instant,
+    label: String,
+}
+
+impl Progress {
+    fn new(label: &str, total: Option<u64>, disabled: bool) -> Self {
+        let big = total.is_none_or(|t| t >= 16 << 20);
+        Self {
+            on: !disabled && big && std::io::stderr().is_terminal(),
+            total,
+            done: 0,
+            start: Instant::now(),
+            // Draw at the first chance once the input is large.
+            last: Instant::now()
+                .checked_sub(Duration::from_secs(1))
+                .unwrap_or_else(Instant::now),
+            label: label.to_string(),
+        }
+    }
+
+    fn add(&mut self, n: usize) {
+        self.done += n as u64;
+        if !self.on || self.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        // Unknown size (stdin): only show once it is clearly large.
+        if self.total.is_none() && self.done < 16 << 20 {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.start.elapsed().as_secs_f64().max(1e-6);
+        let mbs = self.done as f64 / secs / 1e6;
+        let line = match self.total {
+            Some(t) if t > 0 => {
+                let frac = (self.done as f64 / t as f64).min(1.0);
+                let w = 30;
+                let fill = (frac * w as f64) as usize;
+                format!(
+                    "\r{} [{}{}] {:>3.0}% {:.0} MB/s ",
+                    self.label,
+                    "#".repeat(fill),
+                    "-".repeat(w - fill),
+                    frac * 100.0,
+                    mbs
+                )
+            }
+            _ => format!("\r{} {} MiB {:.0} MB/s ", self.label, self.done >> 20, mbs),
+        };
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
+    fn end(&self) {
+        if self.on && self.done >= 16 << 20 {
+            let _ = std::io::stderr().write_all(b"\r\x1b[K");
+        }
+    }
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn compress_stream(
+    factory: &CompressorFactory,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+    name: &str,
+    progress: &mut Progress,
+) -> CliResult {
+    let mut c = factory.create();
+    let mut block = vec![0u8; BLOCK];
+    loop {
+        let n = read_full(input, &mut block).map_err(|e| (EXIT_INPUT, format!("{name}: {e}")))?;
+        let mut buf = block[..n].to_vec();
+        let mode = if n < BLOCK { Mode::Finish } else { Mode::Flush };
+        c.compress(&mut buf, mode)
+            .map_err(|e| (EXIT_FAILED, format!("{name}: {e}")))?;
+        output
+            .write_all(&buf)
+            .map_err(|e| (EXIT_FAILED, format!("writing output: {e}")))?;
+        progress.add(n);
+        if mode == Mode::Finish {
+            break;
+        }
+    }
+    output
+        .flush()
+        .map_err(|e| (EXIT_FAILED, format!("writing output: {e}")))?;
+    progress.end();
+    Ok(())
+}
+
+fn decompress_stream(
+    d: &mut Decompressor,
+    input: &mut dyn Read,
+    output: &mut dyn Write,
+    name: &str,
+    progress: &mut Progress,
+) -> CliResult {
+    let mut block = vec![0u8; 256 * 1024];
+    let mut out = Vec::with_capacity(1 << 20);
+    loop {
+        let n = input
+            .read(&mut block)
+            .map_err(|e| (EXIT_INPUT, format!("{name}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        out.clear();
+        d.decompress(&block[..n], &mut out)
+            .map_err(|e| (EXIT_INPUT, format!("{name}: {e}")))?;
+        output
+            .write_all(&out)
+            .map_err(|e| (EXIT_FAILED, format!("writing output: {e}")))?;
+        progress.add(n);
+    }
+    d.finish()
+        .map_err(|e| (EXIT_INPUT, format!("{name}: {e}")))?;
+    output
+        .flush()
+        .map_err(|e| (EXIT_FAILED, format!("writing output: {e}")))?;
+    progress.end();
+    Ok(())
+}
+
+/// Open `out` for writing unless it exists and `force` is off.
+fn create_output(out: &Path, force: bool) -> Result<File, (u8, String)> {
+    if out.exists() && !force {
+        return Err((
+            EXIT_INPUT,
+            format!("{}: already exists; use -f to overwrite", out.display()),
+        ));
+    }
+    File::create(out).map_err(|e| (EXIT_FAILED, format!("{}: {e}", out.display())))
+}
+
+/// Run `envoy-qat compress`.
+pub fn run_compress(a: CompressArgs) -> CliResult {
+    if a.decompress {
+        return run_decompress(DecompressArgs {
+            files: a.files,
+            to_stdout: a.to_stdout,
+            keep: a.keep,
+            force: a.force,
+            format: "gzip".into(),
+            no_progress: a.no_progress,
+            limits: a.limits,
+        });
+    }
+    let cfg = CompressorConfig {
+        compression_level: a.level(),
+        window_bits: a.window_bits,
+        memory_level: a.memory_level,
+        input_size_threshold: a.input_size_threshold,
+        backend: CompressBackend::parse(&a.backend)
+            .map_err(|e| (EXIT_USAGE, format!("--backend: {e}")))?,
+        ..CompressorConfig::default()
+    };
+    let factory = CompressorFactory::new(cfg).map_err(|e| match e {
+        super::CompressError::QatzipUnavailable(_) => (EXIT_UNAVAILABLE, e.to_string()),
+        _ => (EXIT_USAGE, e.to_string()),
+    })?;
+    if a.files.is_empty() {
+        let mut p = Progress::new("compress", None, a.no_progress);
+        let stdin = std::io::stdin();
+        let stdout = std::io::stdout();
+        return compress_stream(
+            &factory,
+            &mut stdin.lock(),
+            &mut std::io::BufWriter::new(stdout.lock()),
+            "standard input",
+            &mut p,
+        );
+    }
+    for f in &a.files {
+        let name = f.display().to_string();
+        let mut input = File::open(f).map_err(|e| (EXIT_INPUT, format!("{name}: {e}")))?;
+        let size = input.metadata().ok().map(|m| m.len());
+        let mut p = Progress::new(&name, size, a.no_progress);
+        if a.to_stdout {
+            let stdout = std::io::stdout();
+            compress_stream(
+                &factory,
+                &mut input,
+                &mut std::io::BufWriter::new(stdout.lock()),
+                &name,
+                &mut p,
+            )?;
+        } else {
+            if f.extension().is_some_and(|e| e == "gz") {
+                return Err((
+                    EXIT_INPUT,
+                    format!("{name}: already has .gz suffix; use -c to compress it anyway"),
+                ));
+            }
+            let mut outp = f.clone().into_os_string();
+            outp.push(".gz");
+            let outp = PathBuf::from(outp);
+            let mut out = create_output(&outp, a.force)?;
+            compress_stream(&factory, &mut input, &mut out, &name, &mut p)?;
+            if !a.keep {
+                std::fs::remove_file(f).map_err(|e| (EXIT_FAILED, format!("{name}: {e}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run `envoy-qat decompress`.
+pub fn run_decompress(a: DecompressArgs) -> CliResult {
+    let format = match a.format.as_str() {
+        "auto" => Format::Auto,
+        "gzip" | "gz" => Format::Gzip,
+        "zlib" => Format::Zlib,
+        "raw" | "deflate" => Format::Raw,
+        other => {
+            return Err((
+                EXIT_USAGE,
+                format!("--format {other}: expected auto, gzip, zlib or raw"),
+            ))
+        }
+    };
+    let lim = limits(&a.limits);
+    if a.files.is_empty() {
+        let mut d = Decompressor::new(format, lim);
+        let mut p = Progress::new("decompress", None, a.no_progress);
+        let stdin = std::io::stdin();
+        let stdout = std::io::stdout();
+        return decompress_stream(
+            &mut d,
+            &mut stdin.lock(),
+            &mut std::io::BufWriter::new(stdout.lock()),
+            "standard input",
+            &mut p,
+        );
+    }
+    for f in &a.files {
+        let name = f.display().to_string();
+        let mut input = File::open(f).map_err(|e| (EXIT_INPUT, format!("{name}: {e}")))?;
+        let size = input.metadata().ok().map(|m| m.len());
+        let mut p = Progress::new(&name, size, a.no_progress);
+        let mut d = Decompressor::new(format, lim);
+        if a.to_stdout {
+            let stdout = std::io::stdout();
+            decompress_stream(
+                &mut d,
+                &mut input,
+                &mut std::io::BufWriter::new(stdout.lock()),
+                &name,
+                &mut p,
+            )?;
+        } else {
+            let s = f.to_string_lossy();
+            let Some(stem) = s.strip_suffix(".gz") else {
+                return Err((
+                    EXIT_INPUT,
+                    format!(
+                        "{name}: unknown suffix (expected .gz); use -c to write to standard output"
+                    ),
+                ));
+            };
+            let outp = PathBuf::from(stem);
+            let mut out = create_output(&outp, a.force)?;
+            let r = decompress_stream(&mut d, &mut input, &mut out, &name, &mut p);
+            if r.is_err() {
+                let _ = std::fs::remove_file(&outp);
+                return r;
+            }
+            if !a.keep {
+                std::fs::remove_file(f).map_err(|e| (EXIT_FAILED, format!("{name}: {e}")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Corpus and benchmark
+
+const WORDS: &[&str] = &[
+    "the",
+    "request",
+    "response",
+    "envoy",
+    "proxy",
+    "header",
+    "content",
+    "gzip",
+    "stream",
+    "cluster",
+    "listener",
+    "route",
+    "upstream",
+    "downstream",
+    "filter",
+    "compression",
+    "latency",
+    "worker",
+    "thread",
+    "buffer",
+    "istio",
+    "sidecar",
+    "mesh",
+    "service",
+    "tls",
+    "certificate",
+    "private",
+    "key",
+    "quickassist",
+    "offload",
+    "accelerator",
+    "and",
+    "of",
+    "to",
+    "in",
+    "is",
+    "for",
+    "with",
+    "on",
+    "by",
+    "that",
+    "this",
+    "from",
+    "at",
+    "as",
+    "an",
+];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Deterministic text-like data of `n` bytes: prose lines, JSON records and HTML-ish
+/// markup, as HTTP responses carry.
+pub fn generate_corpus_text(n: usize, seed: u64) -> Vec<u8> {
+    let mut r = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let mut v = Vec::with_capacity(n + 256);
+    let mut id = 0u64;
+    while v.len() < n {
+        match r.below(3) {
+            0 => {
+                let words = 8 + r.below(12);
+                for i in 0..words {
+                    if i > 0 {
+                        v.push(b' ');
+                    }
+                    v.extend_from_slice(WORDS[r.below(WORDS.len())].as_bytes());
+                }
+                v.extend_from_slice(b".\n");
+            }
+            1 => {
+                id += 1;
+                let _ = writeln!(
+                    v,
+                    "{{\"id\":{id},\"name\":\"{}-{}\",\"status\":{},\"latency_ms\":{}.{},\"tags\":[\"{}\",\"{}\"],\"ok\":{}}}",
+                    WORDS[r.below(WORDS.len())],
+                    r.below(10_000),
+                    [200, 201, 204, 301, 404, 503][r.below(6)],
+                    r.below(500),
+                    r.below(1000),
+                    WORDS[r.below(WORDS.len())],
+                    WORDS[r.below(WORDS.len())],
+                    r.below(2) == 0
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    v,
+                    "<div class=\"{}\"><a href=\"/{}/{}\">{} {}</a><span id=\"s{}\">{}</span></div>",
+                    WORDS[r.below(WORDS.len())],
+                    WORDS[r.below(WORDS.len())],
+                    r.below(100_000),
+                    WORDS[r.below(WORDS.len())],
+                    WORDS[r.below(WORDS.len())],
+                    r.below(1000),
+                    r.below(1_000_000)
+                );
+            }
+        }
+    }
+    v.truncate(n);
+    v
+}
+
+/// The default benchmark corpus: 90% text-like (see [`generate_corpus_text`]) and 10%
+/// random bytes (already-compressed content), interleaved in 64 KiB pieces.
+pub fn generate_corpus(n: usize) -> Vec<u8> {
+    let text = generate_corpus_text(n, 1);
+    let mut r = Rng(0x1234_5678_9abc_def1);
+    let mut v = Vec::with_capacity(n);
+    for (i, piece) in text.chunks(64 * 1024).enumerate() {
+        if i % 10 == 9 {
+            for _ in 0..piece.len() / 8 {
+                v.extend_from_slice(&r.next().to_le_bytes());
+            }
+            v.resize(v.len() + piece.len() % 8, 0x55);
+        } else {
+            v.extend_from_slice(piece);
+        }
+    }
+    v
+}
+
+fn load_corpus(a: &BenchCompressArgs) -> Result<Vec<u8>, (u8, String)> {
+    match &a.corpus {
+        None => Ok(generate_corpus(a.size_mib.max(1) << 20)),
+        Some(dir) => {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| (EXIT_INPUT, format!("--corpus {}: {e}", dir.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            let mut v = Vec::new();
+            for f in files {
+                let mut d =
+                    std::fs::read(&f).map_err(|e| (EXIT_INPUT, format!("{}: {e}", f.display())))?;
+                v.append(&mut d);
+            }
+            if v.is_empty() {
+                return Err((
+                    EXIT_INPUT,
+                    format!("--corpus {}: no files with data", dir.display()),
+                ));
+            }
+            Ok(v)
+        }
+    }
+}
+
+/// One benchmark line.
+#[derive(Clone, Debug)]
+pub struct BenchLine {
+    /// What ran.
+    pub label: String,
+    /// Uncompressed MB/s (10^6 bytes per second).
+    pub mb_per_s: f64,
+    /// Compressed size in bytes.
+    pub compressed: usize,
+}
+
+fn time_ours(factory: &CompressorFactory, data: &[u8]) -> Result<(f64, Vec<u8>), String> {
+    // Warm up the thread's state (and QATzip session) outside the timing.
+    let _ = super::gzip(factory, &data[..data.len().min(64 * 1024)]);
+    let start = Instant::now();
+    let mut c = factory.create();
+    let mut out = Vec::with_capacity(data.len() / 2);
+    let pieces: Vec<&[u8]> = data.chunks(BLOCK).collect();
+    for (i, p) in pieces.iter().enumerate() {
+        let mut b = p.to_vec();
+        let mode = if i + 1 == pieces.len() {
+            Mode::Finish
+        } else {
+            Mode::Flush
+        };
+        c.compress(&mut b, mode).map_err(|e| e.to_string())?;
+        out.extend_from_slice(&b);
+    }
+    if pieces.is_empty() {
+        let mut b = Vec::new();
+        c.compress(&mut b, Mode::Finish)
+            .map_err(|e| e.to_string())?;
+        out.extend_from_slice(&b);
+    }
+    Ok((start.elapsed().as_secs_f64(), out))
+}
+
+fn time_external(cmd: &str, args: &[&str], file: &Path) -> Result<(f64, usize), String> {
+    let start = Instant::now();
+    let mut child = Command::new(cmd)
+        .args(args)
+        .arg(file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    let mut n = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut so = child.stdout.take().unwrap();
+    loop {
+        let k = so.read(&mut buf).map_err(|e| format!("{cmd}: {e}"))?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    let st = child.wait().map_err(|e| format!("{cmd}: {e}"))?;
+    if !st.success() {
+        return Err(format!("{cmd} exited with {st}"));
+    }
+    Ok((start.elapsed().as_secs_f64(), n))
+}
+
+/// Run `envoy-qat bench-compress`.
+pub fn run_bench(a: BenchCompressArgs) -> CliResult {
+    let data = load_corpus(&a)?;
+    let mb = data.len() as f64 / 1e6;
+    let src = match &a.corpus {
+        Some(d) => format!("corpus {}", d.display()),
+        None => "generated mixed corpus (90% text/JSON/HTML, 10% random)".into(),
+    };
+    println!(
+        "envoy-qat bench-compress: {src}, {:.1} MB; one thread; MB/s of uncompressed input; ratio = uncompressed/compressed",
+        mb
+    );
+    let dir = tempdir()?;
+    let file = dir.join("corpus.bin");
+    std::fs::write(&file, &data).map_err(|e| (EXIT_FAILED, format!("{}: {e}", file.display())))?;
+
+    let mut lines: Vec<BenchLine> = Vec::new();
+    let mut gzip6: Option<BenchLine> = None;
+    if !a.no_external {
+        for (label, cmd, args) in [
+            ("gzip -6", "gzip", vec!["-6", "-c"]),
+            ("gzip -1", "gzip", vec!["-1", "-c"]),
+            ("pigz -6 (all cores)", "pigz", vec!["-6", "-c"]),
+            ("pigz -6 -p 1", "pigz", vec!["-6", "-p", "1", "-c"]),
+        ] {
+            match time_external(cmd, &args, &file) {
+                Ok((secs, n)) => {
+                    let l = BenchLine {
+                        label: label.into(),
+                        mb_per_s: mb / secs,
+                        compressed: n,
+                    };
+                    if label == "gzip -6" {
+                        gzip6 = Some(l.clone());
+                    }
+                    lines.push(l);
+                }
+                Err(e) => eprintln!("envoy-qat: baseline {label} skipped: {e}"),
+            }
+        }
+    }
+    let mut ours6_gz: Option<Vec<u8>> = None;
+    for &level in &a.levels {
+        let cfg = CompressorConfig {
+            compression_level: level,
+            window_bits: a.window_bits,
+            memory_level: a.memory_level,
+            backend: CompressBackend::Software,
+            ..CompressorConfig::default()
+        };
+        let f = CompressorFactory::new(cfg).map_err(|e| (EXIT_USAGE, e.to_string()))?;
+        let (secs, out) = time_ours(&f, &data).map_err(|e| (EXIT_FAILED, e))?;
+        lines.push(BenchLine {
+            label: format!(
+                "envoy-qat soft (zlib-rs) level {level} wbits {} memlevel {}",
+                a.window_bits, a.memory_level
+            ),
+            mb_per_s: mb / secs,
+            compressed: out.len(),
+        });
+        if level == 6 {
+            ours6_gz = Some(out);
+        }
+    }
+    if !a.no_qatzip {
+        for level in [1u32, 6, 9] {
+            let cfg = CompressorConfig {
+                compression_level: level,
+                backend: CompressBackend::Qatzip,
+                ..CompressorConfig::default()
+            };
+            match CompressorFactory::new(cfg) {
+                Ok(f) => {
+                    let (secs, out) = time_ours(&f, &data).map_err(|e| (EXIT_FAILED, e))?;
+                    let s = f.stats();
+                    let path = if s.hw_bytes_in > 0 {
+                        "QAT device"
+                    } else {
+                        "QATzip software fallback"
+                    };
+                    lines.push(BenchLine {
+                        label: format!("envoy-qat qatzip level {level} ({path})"),
+                        mb_per_s: mb / secs,
+                        compressed: out.len(),
+                    });
+                }
+                Err(e) => eprintln!("envoy-qat: qatzip skipped: {e}"),
+            }
+        }
+    }
+    println!(
+        "{:<58} {:>9} {:>12} {:>7} {:>13} {:>12}",
+        "compressor", "MB/s", "bytes", "ratio", "speed/gzip-6", "size/gzip-6"
+    );
+    for l in &lines {
+        let (sp, sz) = match &gzip6 {
+            Some(g) => (
+                format!("{:.2}x", l.mb_per_s / g.mb_per_s),
+                format!("{:.3}x", l.compressed as f64 / g.compressed as f64),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<58} {:>9.1} {:>12} {:>7.3} {:>13} {:>12}",
+            l.label,
+            l.mb_per_s,
+            l.compressed,
+            data.len() as f64 / l.compressed as f64,
+            sp,
+            sz
+        );
+    }
+
+    // Flush-heavy stream: small writes, a Flush after each.
+    let fw = a.flush_write.max(1);
+    let cfg = CompressorConfig {
+        compression_level: 6,
+        window_bits: a.window_bits,
+        memory_level: a.memory_level,
+        backend: CompressBackend::Software,
+        ..CompressorConfig::default()
+    };
+    let f = CompressorFactory::new(cfg).map_err(|e| (EXIT_USAGE, e.to_string()))?;
+    let sample = &data[..data.len().min(8 << 20)];
+    let start = Instant::now();
+    let mut c = f.create();
+    let mut total = 0usize;
+    let mut flushes = 0usize;
+    for p in sample.chunks(fw) {
+        let mut b = p.to_vec();
+        c.compress(&mut b, Mode::Flush)
+            .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+        total += b.len();
+        flushes += 1;
+    }
+    let mut b = Vec::new();
+    c.compress(&mut b, Mode::Finish)
+        .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+    total += b.len();
+    let flush_secs = start.elapsed().as_secs_f64();
+    let (whole_secs, whole) = time_ours(&f, sample).map_err(|e| (EXIT_FAILED, e))?;
+    println!(
+        "flush-heavy (level 6, {fw}-byte writes, Flush each): {flushes} flushes, {:.2} us/flush, {} bytes vs {} unflushed (+{:.1} bytes/flush), {:.1} MB/s vs {:.1} MB/s",
+        (flush_secs - whole_secs).max(0.0) * 1e6 / flushes as f64,
+        total,
+        whole.len(),
+        (total as f64 - whole.len() as f64) / flushes as f64,
+        sample.len() as f64 / 1e6 / flush_secs,
+        sample.len() as f64 / 1e6 / whole_secs,
+    );
+
+    // Decompression: ours vs gzip -d on our level-6 output.
+    if let Some(gz) = ours6_gz {
+        let gzfile = dir.join("corpus.gz");
+        std::fs::write(&gzfile, &gz).map_err(|e| (EXIT_FAILED, e.to_string()))?;
+        let start = Instant::now();
+        let out =
+            super::decompress::decompress_all(&gz, Format::Gzip, DecompressLimits::unlimited())
+                .map_err(|e| (EXIT_FAILED, format!("our decompressor on our output: {e}")))?;
+        let secs = start.elapsed().as_secs_f64();
+        if out != data {
+            return Err((
+                EXIT_FAILED,
+                "decompressed data differs from the corpus".into(),
+            ));
+        }
+        let ours = mb / secs;
+        match time_external("gzip", &["-dc"], &gzfile) {
+            Ok((gsecs, n)) if n == data.len() => println!(
+                "decompress: envoy-qat {:.1} MB/s, gzip -d {:.1} MB/s, ratio {:.2}x",
+                ours,
+                mb / gsecs,
+                ours / (mb / gsecs)
+            ),
+            Ok((_, n)) => {
+                return Err((
+                    EXIT_FAILED,
+                    format!("gzip -d gave {n} bytes, expected {}", data.len()),
+                ))
+            }
+            Err(e) => println!("decompress: envoy-qat {ours:.1} MB/s (gzip -d skipped: {e})"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempdir() -> Result<PathBuf, (u8, String)> {
+    let base = std::env::temp_dir();
+    for i in 0..100u32 {
+        let p = base.join(format!("envoy-qat-bench-{}-{i}", std::process::id()));
+        if std::fs::create_dir(&p).is_ok() {
+            return Ok(p);
+        }
+    }
+    Err((
+        EXIT_FAILED,
+        format!("cannot create a directory under {}", base.display()),
+    ))
+}

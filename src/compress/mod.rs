@@ -1,0 +1,508 @@
+//! Envoy-style streaming gzip compression over QATzip and zlib-rs, and a bounded
+//! decompressor.
+//!
+//! # The interface
+//!
+//! Envoy's compressor filter calls its compressor synchronously on the worker thread:
+//! `compress(buffer, Flush | Finish)` replaces the buffer's contents with compressed
+//! bytes. [`Compressor::compress`] has exactly those semantics:
+//!
+//! - the output of every call, appended to the output of the earlier calls, is one RFC
+//!   1952 gzip member;
+//! - after [`Mode::Flush`] everything written so far decodes (a byte-aligned flush point:
+//!   zlib's sync flush on the software path, a full flush on the QATzip path);
+//! - [`Mode::Finish`] writes the end of the deflate data and the gzip trailer; the
+//!   compressor accepts no more calls after it.
+//!
+//! A [`CompressorFactory`] is shared by all streams of a filter config (one per
+//! listener/route in Envoy); each HTTP stream creates one [`Compressor`].
+//!
+//! # Backends
+//!
+//! - **Software** (`backend: soft`): zlib-rs (the engine behind flate2's `zlib-rs`
+//!   feature, used directly because its `Deflate` takes Envoy gzip's `memory_level`).
+//!   Each stream owns a deflate state, created on the stream's first byte and freed at
+//!   `Finish`; sync flushes keep the dictionary across flushes, as Envoy's gzip does.
+//! - **QATzip** (`backend: qatzip`, or `auto` when libqatzip loads): libqatzip.so.3 is
+//!   opened at run time (never linked). One QATzip session per worker thread (per
+//!   factory) serves every stream on that thread: QATzip binds a session to a QAT
+//!   instance and silently compresses in software once sessions outnumber instances, so
+//!   one session per HTTP stream would fall to software under load. Each call's input
+//!   goes through `qzCompressExt` in raw-deflate format with `last = 0`: QATzip ends
+//!   every request with a full flush (`CPA_DC_FLUSH_FULL` on the device, `Z_FULL_FLUSH`
+//!   in its software fallback), so each call yields self-contained, byte-aligned deflate
+//!   blocks and interleaving streams on one session is safe; we write the gzip header,
+//!   the final empty block, the CRC-32 and the length ourselves. QATzip's stream API
+//!   (`qzCompressStream`) was not used: it only emits output when its stream buffer fills
+//!   or at `last = 1`, which ends the deflate stream — it cannot sync-flush — and it
+//!   holds two `stream_buffer_size` buffers (256 KiB by default) per stream.
+//!   Inputs smaller than `input_size_threshold` go to a per-thread zlib-rs state with a
+//!   full flush per call, so a QATzip-mode stream holds no deflate state at all between
+//!   calls: memory per idle stream is the size of [`Compressor`].
+//!   The extended return code of every QATzip call says whether the device or QATzip's
+//!   software fallback ran; [`CompressStats`] counts hardware and software bytes. One log
+//!   line (target `envoy_qat::compress`) says which path is in use.
+//!
+//! # Which level to pick
+//!
+//! Measured with `envoy-qat bench-compress` on the default mixed corpus (see README):
+//! zlib-rs level 1 compresses much worse than `gzip -1` (it uses a faster, greedier
+//! strategy), while level 2 already matches `gzip -1`'s ratio at several times its
+//! speed. For HTTP responses use **level 6** when ratio matters (about `gzip -6`'s size,
+//! roughly twice its speed) and **level 2-4** for the best speed per byte saved; avoid
+//! level 1. Levels 7-9 cost much more time for little gain.
+//!
+//! On QAT hardware the level matters less; QATzip's own software fallback uses zlib
+//! level 6 for levels 1-8 and 9 for 9.
+
+pub mod cli;
+pub mod config;
+pub mod decompress;
+pub mod deflate;
+pub mod qatzip;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use zlib_rs::{Deflate, DeflateFlush};
+
+pub use config::{CompressBackend, CompressConfigError, CompressorConfig, HardwareBufferSize};
+pub use decompress::{DecompressError, DecompressLimits, Decompressor, Format};
+
+use deflate::{deflate_into, new_raw_deflate, trailer, EMPTY_FINAL_BLOCK, GZIP_HEADER};
+
+/// How a [`Compressor::compress`] call ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Everything compressed so far becomes decodable; the stream continues.
+    Flush,
+    /// End the stream: final block and gzip trailer.
+    Finish,
+}
+
+/// A compression failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompressError {
+    /// `compress` was called after `Finish`.
+    AlreadyFinished,
+    /// The configuration is invalid.
+    Config(CompressConfigError),
+    /// The QATzip backend was required but could not be used.
+    QatzipUnavailable(String),
+    /// The engine failed.
+    Engine(String),
+}
+
+impl std::fmt::Display for CompressError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AlreadyFinished => write!(
+                f,
+                "compress called after Finish: create a new compressor for each stream"
+            ),
+            Self::Config(e) => write!(f, "{e}"),
+            Self::QatzipUnavailable(e) => write!(
+                f,
+                "QATzip backend unavailable: {e}; set ENVOY_QATZIP_LIB to libqatzip.so.3 or use backend auto/soft"
+            ),
+            Self::Engine(e) => write!(f, "compression failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for CompressError {}
+
+/// Counters shared by all streams of a factory.
+#[derive(Debug, Default)]
+pub struct CompressStats {
+    streams_created: AtomicU64,
+    streams_finished: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    hw_bytes_in: AtomicU64,
+    sw_bytes_in: AtomicU64,
+    flushes: AtomicU64,
+    errors: AtomicU64,
+    deflate_states: AtomicU64,
+}
+
+/// A point-in-time copy of [`CompressStats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Streams created.
+    pub streams_created: u64,
+    /// Streams that reached `Finish`.
+    pub streams_finished: u64,
+    /// Uncompressed bytes accepted.
+    pub bytes_in: u64,
+    /// Compressed bytes produced (headers and trailers included).
+    pub bytes_out: u64,
+    /// Input bytes a QAT device compressed.
+    pub hw_bytes_in: u64,
+    /// Input bytes compressed in software (zlib-rs or QATzip's fallback).
+    pub sw_bytes_in: u64,
+    /// `Flush` calls.
+    pub flushes: u64,
+    /// Engine errors (each one was retried in software when possible).
+    pub errors: u64,
+    /// Per-stream deflate states alive now (software backend).
+    pub deflate_states: u64,
+    /// Bytes a stream holds while idle before its first data: the `Compressor` itself.
+    pub idle_stream_bytes_before_data: usize,
+    /// Bytes a stream holds while idle after a `Flush` (software: plus its deflate state).
+    pub idle_stream_bytes_after_flush: usize,
+}
+
+impl StatsSnapshot {
+    /// Compressed size / uncompressed size inverse (uncompressed / compressed).
+    pub fn ratio(&self) -> f64 {
+        if self.bytes_out == 0 {
+            0.0
+        } else {
+            self.bytes_in as f64 / self.bytes_out as f64
+        }
+    }
+}
+
+enum Engine {
+    Software,
+    Qatzip(Arc<qatzip::QatzipLib>),
+}
+
+struct FactoryInner {
+    id: u64,
+    cfg: CompressorConfig,
+    engine: Engine,
+    stats: CompressStats,
+}
+
+/// Shared per filter config: holds the configuration, the backend (with its per-thread
+/// QATzip sessions) and the counters. Cheap to clone.
+#[derive(Clone)]
+pub struct CompressorFactory {
+    inner: Arc<FactoryInner>,
+}
+
+static NEXT_FACTORY_ID: AtomicU64 = AtomicU64::new(1);
+
+impl CompressorFactory {
+    /// Validate `cfg` and pick the backend: `auto` uses QATzip when libqatzip loads
+    /// (`ENVOY_QATZIP_LIB` or the build's default path), else software.
+    pub fn new(cfg: CompressorConfig) -> Result<Self, CompressError> {
+        cfg.validate().map_err(CompressError::Config)?;
+        let engine = match cfg.backend {
+            CompressBackend::Software => Engine::Software,
+            CompressBackend::Qatzip => Engine::Qatzip(
+                qatzip::QatzipLib::load_default().map_err(CompressError::QatzipUnavailable)?,
+            ),
+            CompressBackend::Auto => match qatzip::QatzipLib::load_default() {
+                Ok(l) => Engine::Qatzip(l),
+                Err(e) => {
+                    tracing::info!(target: "envoy_qat::compress", "compressor: libqatzip not loaded ({e}); using software (zlib-rs)");
+                    Engine::Software
+                }
+            },
+        };
+        if let Engine::Software = engine {
+            tracing::info!(
+                target: "envoy_qat::compress",
+                "compressor: software path (zlib-rs), level {}",
+                cfg.compression_level
+            );
+        }
+        Ok(Self {
+            inner: Arc::new(FactoryInner {
+                id: NEXT_FACTORY_ID.fetch_add(1, Ordering::Relaxed),
+                cfg,
+                engine,
+                stats: CompressStats::default(),
+            }),
+        })
+    }
+
+    /// A compressor for one stream.
+    pub fn create(&self) -> Compressor {
+        self.inner
+            .stats
+            .streams_created
+            .fetch_add(1, Ordering::Relaxed);
+        Compressor {
+            f: self.inner.clone(),
+            header_written: false,
+            finished: false,
+            crc: 0,
+            len: 0,
+            soft: None,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &CompressorConfig {
+        &self.inner.cfg
+    }
+
+    /// "qatzip" or "soft".
+    pub fn backend_name(&self) -> &'static str {
+        match self.inner.engine {
+            Engine::Software => "soft",
+            Engine::Qatzip(_) => "qatzip",
+        }
+    }
+
+    /// Whether QATzip reached a QAT device on any thread so far (false: its software
+    /// fallback ran, or the software backend is in use).
+    pub fn qat_hardware_in_use(&self) -> bool {
+        match &self.inner.engine {
+            Engine::Qatzip(l) => l.hardware_seen(),
+            Engine::Software => false,
+        }
+    }
+
+    /// Counters and memory per idle stream.
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.inner.stats;
+        let base = std::mem::size_of::<Compressor>();
+        let after = match self.inner.engine {
+            Engine::Software => {
+                base + std::mem::size_of::<Deflate>()
+                    + deflate::deflate_state_bytes(
+                        self.inner.cfg.window_bits,
+                        self.inner.cfg.memory_level,
+                    )
+            }
+            Engine::Qatzip(_) => base,
+        };
+        StatsSnapshot {
+            streams_created: s.streams_created.load(Ordering::Relaxed),
+            streams_finished: s.streams_finished.load(Ordering::Relaxed),
+            bytes_in: s.bytes_in.load(Ordering::Relaxed),
+            bytes_out: s.bytes_out.load(Ordering::Relaxed),
+            hw_bytes_in: s.hw_bytes_in.load(Ordering::Relaxed),
+            sw_bytes_in: s.sw_bytes_in.load(Ordering::Relaxed),
+            flushes: s.flushes.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            deflate_states: s.deflate_states.load(Ordering::Relaxed),
+            idle_stream_bytes_before_data: base,
+            idle_stream_bytes_after_flush: after,
+        }
+    }
+}
+
+/// One HTTP stream's compressor. Not shared between threads at once (Envoy keeps a
+/// stream on one worker), but it may move between threads.
+pub struct Compressor {
+    f: Arc<FactoryInner>,
+    header_written: bool,
+    finished: bool,
+    crc: u32,
+    len: u64,
+    /// Software backend: the stream's deflate state, from its first byte to Finish.
+    soft: Option<Box<Deflate>>,
+}
+
+impl Drop for Compressor {
+    fn drop(&mut self) {
+        if self.soft.take().is_some() {
+            self.f.stats.deflate_states.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Compressor {
+    /// Replace `buf` (uncompressed input) with the compressed bytes for it, ending with a
+    /// flush point (`Flush`) or the end of the gzip member (`Finish`).
+    pub fn compress(&mut self, buf: &mut Vec<u8>, mode: Mode) -> Result<(), CompressError> {
+        if self.finished {
+            return Err(CompressError::AlreadyFinished);
+        }
+        let input = std::mem::take(buf);
+        let r = self.compress_into(&input, buf, mode);
+        if r.is_err() {
+            self.f.stats.errors.fetch_add(1, Ordering::Relaxed);
+            // The stream cannot continue consistently; no more output for it.
+            self.finished = true;
+            self.drop_soft();
+            buf.clear();
+        }
+        r
+    }
+
+    /// Whether `Finish` has been done.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    fn drop_soft(&mut self) {
+        if self.soft.take().is_some() {
+            self.f.stats.deflate_states.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn compress_into(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        mode: Mode,
+    ) -> Result<(), CompressError> {
+        let f = self.f.clone();
+        let cfg = &f.cfg;
+        let stats = &f.stats;
+        out.reserve(input.len() / 2 + 64);
+        if !self.header_written {
+            out.extend_from_slice(&GZIP_HEADER);
+            self.header_written = true;
+        }
+        if !input.is_empty() {
+            self.crc = zlib_rs::crc32::crc32(self.crc, input);
+            self.len += input.len() as u64;
+            stats
+                .bytes_in
+                .fetch_add(input.len() as u64, Ordering::Relaxed);
+        }
+        let chunk = cfg.chunk_size as usize;
+        match &f.engine {
+            Engine::Software => {
+                if !input.is_empty() || mode == Mode::Finish {
+                    if self.soft.is_none() && !input.is_empty() {
+                        self.soft = Some(Box::new(new_raw_deflate(
+                            cfg.compression_level,
+                            cfg.window_bits,
+                            cfg.memory_level,
+                        )));
+                        stats.deflate_states.fetch_add(1, Ordering::Relaxed);
+                    }
+                    match (&mut self.soft, mode) {
+                        (Some(z), Mode::Flush) => {
+                            deflate_into(z, input, out, DeflateFlush::SyncFlush, chunk)
+                                .map_err(|e| CompressError::Engine(e.0))?
+                        }
+                        (Some(z), Mode::Finish) => {
+                            deflate_into(z, input, out, DeflateFlush::Finish, chunk)
+                                .map_err(|e| CompressError::Engine(e.0))?
+                        }
+                        // Finish with no data ever: just the empty final block.
+                        (None, _) => out.extend_from_slice(&EMPTY_FINAL_BLOCK),
+                    }
+                    stats
+                        .sw_bytes_in
+                        .fetch_add(input.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Engine::Qatzip(lib) => {
+                if !input.is_empty() {
+                    self.segment(lib, input, out)?;
+                }
+                if mode == Mode::Finish {
+                    out.extend_from_slice(&EMPTY_FINAL_BLOCK);
+                }
+            }
+        }
+        if mode == Mode::Finish {
+            out.extend_from_slice(&trailer(self.crc, self.len));
+            self.finished = true;
+            self.drop_soft();
+            stats.streams_finished.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+        stats
+            .bytes_out
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// QATzip mode: compress `input` into self-contained, byte-aligned, non-final deflate
+    /// blocks (full flush), on this thread's session or, below the threshold or if QATzip
+    /// fails, on this thread's zlib-rs state.
+    fn segment(
+        &self,
+        lib: &Arc<qatzip::QatzipLib>,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CompressError> {
+        let cfg = &self.f.cfg;
+        let stats = &self.f.stats;
+        if input.len() >= cfg.input_size_threshold as usize {
+            // Bound each QATzip request (and its output buffer) by the stream buffer size.
+            let step = cfg.stream_buffer_size as usize;
+            let mut rest = input;
+            while !rest.is_empty() {
+                let n = rest.len().min(step);
+                let mark = out.len();
+                match lib.compress_full_flush(self.f.id, cfg, &rest[..n], out) {
+                    Ok(qatzip::Ran::Hardware) => {
+                        stats.hw_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Ok(qatzip::Ran::Software) => {
+                        stats.sw_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        out.truncate(mark);
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(target: "envoy_qat::compress", "QATzip failed ({e}); compressing {n} bytes in software");
+                        software_segment(cfg, &rest[..n], out)?;
+                        stats.sw_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+                rest = &rest[n..];
+            }
+            Ok(())
+        } else {
+            software_segment(cfg, input, out)?;
+            stats
+                .sw_bytes_in
+                .fetch_add(input.len() as u64, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+}
+
+/// (level, window bits, memory level) and a deflate state with those parameters.
+type KeyedDeflate = ((u32, u32, u32), Deflate);
+
+thread_local! {
+    /// Per-thread zlib-rs states for full-flush segments, by (level, window, mem level).
+    static SEGMENT_DEFLATE: std::cell::RefCell<Vec<KeyedDeflate>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Compress `input` into self-contained non-final deflate blocks ending at a byte
+/// boundary (zlib full flush), on this thread's reusable zlib-rs state.
+fn software_segment(
+    cfg: &CompressorConfig,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CompressError> {
+    let key = (cfg.compression_level, cfg.window_bits, cfg.memory_level);
+    SEGMENT_DEFLATE.with(|cell| {
+        let mut v = cell.borrow_mut();
+        let idx = match v.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                v.push((key, new_raw_deflate(key.0, key.1, key.2)));
+                v.len() - 1
+            }
+        };
+        let z = &mut v[idx].1;
+        let r = deflate_into(
+            z,
+            input,
+            out,
+            DeflateFlush::FullFlush,
+            cfg.chunk_size as usize,
+        );
+        if r.is_err() {
+            // Never reuse a state that failed mid-way.
+            v.swap_remove(idx);
+        }
+        r.map_err(|e| CompressError::Engine(e.0))
+    })
+}
+
+/// Compress all of `data` as one gzip member with a fresh compressor (convenience).
+pub fn gzip(factory: &CompressorFactory, data: &[u8]) -> Result<Vec<u8>, CompressError> {
+    let mut c = factory.create();
+    let mut buf = data.to_vec();
+    c.compress(&mut buf, Mode::Finish)?;
+    Ok(buf)
+}

@@ -1,0 +1,114 @@
+//! The QATzip backend with the real trixie libqatzip.so.3 (no QAT device here): it loads
+//! with dlopen, falls back to QATzip's software path, says so, counts software bytes,
+//! and its output decodes with stock gzip, Python's zlib and ours.
+
+mod compress_common;
+
+use compress_common::*;
+use envoy_qat::compress::qatzip::{self, QatzipLib};
+use envoy_qat::compress::{CompressBackend, CompressorConfig, CompressorFactory, Mode};
+
+#[test]
+fn loads_from_the_trixie_build_and_reports_software_path() {
+    let path = qatzip::default_path();
+    let lib = QatzipLib::load(&path).unwrap_or_else(|e| panic!("load {}: {e}", path.display()));
+    assert!(lib.path().ends_with("libqatzip.so.3"));
+    let f = factory(CompressBackend::Qatzip, 6);
+    assert_eq!(f.backend_name(), "qatzip");
+    let data = text_bytes(500_000, 31);
+    let gz = envoy_qat::compress::gzip(&f, &data).unwrap();
+    assert_gzip_d(&gz, &data);
+    assert_pigz_d(&gz, &data);
+    assert_python_zlib(&gz, &data);
+    let s = f.stats();
+    // No device on this machine: every byte went through software, none through QAT.
+    assert_eq!(s.hw_bytes_in, 0);
+    assert_eq!(s.sw_bytes_in, data.len() as u64);
+    assert!(!f.qat_hardware_in_use());
+    assert!(gz.len() < data.len() / 2);
+}
+
+#[test]
+fn auto_picks_qatzip_when_it_loads() {
+    let f = CompressorFactory::new(CompressorConfig::default()).unwrap();
+    assert_eq!(f.backend_name(), "qatzip");
+}
+
+#[test]
+fn bad_library_path_is_a_clear_error() {
+    let e = QatzipLib::load(std::path::Path::new("/nonexistent/libqatzip.so.3"))
+        .err()
+        .unwrap();
+    assert!(e.contains("/nonexistent/libqatzip.so.3"), "{e}");
+    // A library that is not QATzip.
+    let e = QatzipLib::load(std::path::Path::new("libz.so.1"))
+        .err()
+        .unwrap();
+    assert!(e.contains("missing symbols"), "{e}");
+}
+
+#[test]
+fn one_session_per_thread_shared_by_interleaved_streams() {
+    let f = factory(CompressBackend::Qatzip, 6);
+    let before = qatzip::thread_session_count();
+    // 50 streams on this thread, interleaved call by call, all above the threshold.
+    let data: Vec<Vec<u8>> = (0..50)
+        .map(|i| text_bytes(20_000 + i * 37, i as u64))
+        .collect();
+    let mut cs: Vec<_> = (0..50).map(|_| f.create()).collect();
+    let mut outs = vec![Vec::new(); 50];
+    for round in 0..4 {
+        for (i, c) in cs.iter_mut().enumerate() {
+            let d = &data[i];
+            let q = d.len() / 4;
+            let end = if round == 3 { d.len() } else { (round + 1) * q };
+            let mut b = d[round * q..end].to_vec();
+            c.compress(
+                &mut b,
+                if round == 3 {
+                    Mode::Finish
+                } else {
+                    Mode::Flush
+                },
+            )
+            .unwrap();
+            outs[i].extend_from_slice(&b);
+        }
+    }
+    assert_eq!(
+        qatzip::thread_session_count(),
+        before + 1,
+        "one session for this thread"
+    );
+    for (o, d) in outs.iter().zip(&data) {
+        assert_python_zlib(o, d);
+    }
+    // Other threads get their own session.
+    let f2 = f.clone();
+    std::thread::spawn(move || {
+        assert_eq!(qatzip::thread_session_count(), 0);
+        let d = text_bytes(10_000, 1);
+        let gz = envoy_qat::compress::gzip(&f2, &d).unwrap();
+        assert_eq!(qatzip::thread_session_count(), 1);
+        assert_gzip_d(&gz, &d);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn threshold_routes_small_inputs_to_zlib_rs() {
+    let f = CompressorFactory::new(CompressorConfig {
+        backend: CompressBackend::Qatzip,
+        input_size_threshold: 4096,
+        ..CompressorConfig::default()
+    })
+    .unwrap();
+    let before = qatzip::thread_session_count();
+    let d = text_bytes(4095, 3);
+    let gz = envoy_qat::compress::gzip(&f, &d).unwrap();
+    assert_gzip_d(&gz, &d);
+    // Below the threshold QATzip was not even asked: no session on this thread.
+    assert_eq!(qatzip::thread_session_count(), before);
+    assert_eq!(f.stats().sw_bytes_in, 4095);
+}
