@@ -54,6 +54,9 @@ enum Cmd {
     /// Measure private-key operations through the engine next to `openssl speed`.
     #[command(after_help = EXIT_CODES)]
     Bench(BenchArgs),
+    /// Is this node or pod ready for QAT? Devices, drivers, IOMMU, /dev/vfio, memlock,
+    /// IPC_LOCK, qatlib/QATzip, and optionally an Envoy config. Exit 0 ready, 1 not ready, 2 usage.
+    Check(envoy_qat::check::CheckArgs),
 }
 
 #[derive(Args)]
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Cmd::Sign(a) => sign(a),
         Cmd::Bench(a) => bench_cmd(a),
+        Cmd::Check(a) => return ExitCode::from(envoy_qat::check::run(a).clamp(0, 255) as u8),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
