@@ -94,9 +94,12 @@ fn check_fields(obj: &Map<String, Value>, allowed: &[&str], message: &str) -> Re
 pub fn parse_duration(v: &Value) -> Result<Duration, String> {
     match v {
         Value::String(s) => {
-            let num = s.strip_suffix('s').ok_or_else(|| {
-                format!("duration {s:?} must end in `s` (seconds), e.g. 0.002s for 2 ms")
-            })?;
+            let unit_err =
+                || format!("duration {s:?} must be seconds ending in `s`, e.g. 0.002s for 2 ms");
+            if ["ms", "us", "ns", "µs"].iter().any(|u| s.ends_with(u)) {
+                return Err(unit_err());
+            }
+            let num = s.strip_suffix('s').ok_or_else(unit_err)?;
             let (int, frac) = num.split_once('.').unwrap_or((num, ""));
             if int.is_empty() && frac.is_empty()
                 || !int.bytes().all(|b| b.is_ascii_digit())
