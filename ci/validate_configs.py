@@ -61,7 +61,8 @@ def report(ok, what, reason=""):
 
 
 def rel(path):
-    return os.path.relpath(path, REPO) if os.path.isabs(path) else path
+    full = os.path.abspath(path)
+    return os.path.relpath(full, REPO) if full.startswith(REPO + os.sep) else path
 
 
 def load_docs(path):

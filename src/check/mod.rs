@@ -89,6 +89,8 @@ impl Finding {
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub findings: Vec<Finding>,
+    /// Only Envoy configs were checked (--config-only): the summary speaks of the config.
+    pub config_only: bool,
 }
 
 impl Report {
@@ -151,13 +153,18 @@ impl Report {
             self.count(Status::Warn),
             self.count(Status::Fail),
         );
-        if self.ready() {
-            let _ = writeln!(s, "ready for QAT: {p} passed, {w} warnings");
+        let (yes, no) = if self.config_only {
+            (
+                "Envoy config ready for QAT",
+                "Envoy config NOT ready for QAT",
+            )
         } else {
-            let _ = writeln!(
-                s,
-                "NOT ready for QAT: {fl} failed, {w} warnings, {p} passed"
-            );
+            ("ready for QAT", "NOT ready for QAT")
+        };
+        if self.ready() {
+            let _ = writeln!(s, "{yes}: {p} passed, {w} warnings");
+        } else {
+            let _ = writeln!(s, "{no}: {fl} failed, {w} warnings, {p} passed");
         }
         s
     }
@@ -269,7 +276,10 @@ pub fn collect(args: &CheckArgs) -> Result<Report, String> {
     for cfg in &args.envoy_config {
         envoy::check_envoy_config(cfg, &mut findings)?;
     }
-    Ok(Report { findings })
+    Ok(Report {
+        findings,
+        config_only: args.config_only,
+    })
 }
 
 /// `envoy-qat check`: prints the report; returns the process exit code (0 ready, 1 not ready,
