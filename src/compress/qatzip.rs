@@ -26,6 +26,9 @@ use super::config::CompressorConfig;
     non_snake_case,
     dead_code,
     clippy::all,
+    // bindgen's generated loader: its unsafe blocks are the dlsym'd calls themselves.
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc,
     unsafe_op_in_unsafe_fn,
     rustdoc::all
 )]
