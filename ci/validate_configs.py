@@ -93,6 +93,9 @@ def stockify(node):
                 gz = {"@type": GZIP_TYPE}
                 if "chunk_size" in tc:  # same field and range in both libraries
                     gz["chunk_size"] = tc["chunk_size"]
+                level = str(tc.get("compression_level", ""))
+                if level.isdigit():  # 1-9 in both, an enum in gzip's proto; ranges: envoy-qat check
+                    gz["compression_level"] = f"COMPRESSION_LEVEL_{level}"
                 n["typed_config"] = gz
             for v in n.values():
                 walk(v)

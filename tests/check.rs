@@ -841,3 +841,60 @@ fn qatzip_check_is_one_swappable_function() {
     );
     assert!(check_qatzip_config(&serde_json::json!({"chunk_size": 1})).is_err());
 }
+
+#[test]
+fn vfio_vf_without_iommu_group_fails() {
+    let t = Tree::new();
+    let pf = t.pci(PF, "4940", Some("qat_4xxx"), Some("11"));
+    write(&pf.join("qat/state"), "up\n");
+    write(&pf.join("qat/cfg_services"), "asym;dc\n");
+    let vf = t.pci(VF, "4941", Some("vfio-pci"), None);
+    link(&format!("../{PF}"), &vf.join("physfn"));
+    t.vfio(&[]);
+    let r = json_report(&t.check(&["--json"]));
+    assert_eq!(status_of(&r, "iommu-groups", "has no iommu_group"), "fail");
+}
+
+#[test]
+fn durations_parse_like_envoy() {
+    use envoy_qat::check::envoy::parse_duration;
+    use serde_json::json;
+    use std::time::Duration;
+    assert_eq!(
+        parse_duration(&json!("0.002s")).unwrap(),
+        Duration::from_millis(2)
+    );
+    assert_eq!(
+        parse_duration(&json!("1s")).unwrap(),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        parse_duration(&json!(".5s")).unwrap(),
+        Duration::from_millis(500)
+    );
+    assert_eq!(
+        parse_duration(&json!("0.000000001s")).unwrap(),
+        Duration::from_nanos(1)
+    );
+    assert_eq!(
+        parse_duration(&json!({"nanos": 5_000_000})).unwrap(),
+        Duration::from_millis(5)
+    );
+    assert_eq!(
+        parse_duration(&json!({"seconds": "2", "nanos": 1})).unwrap(),
+        Duration::new(2, 1)
+    );
+    for bad in [
+        json!("2ms"),
+        json!("2"),
+        json!("s"),
+        json!("-1s"),
+        json!("0.0000000001s"),
+        json!(5),
+        json!({"nanos": 1_000_000_000}),
+        json!({"seconds": -1}),
+        json!({"millis": 5}),
+    ] {
+        assert!(parse_duration(&bad).is_err(), "{bad} parsed");
+    }
+}
