@@ -29,7 +29,7 @@ done
 
 echo "-- envoy-qat check on this machine"
 set +e
-"$bin" check
+"$bin" check --probe
 rc=$?
 set -e
 case $rc in

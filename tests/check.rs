@@ -898,3 +898,34 @@ fn durations_parse_like_envoy() {
         assert!(parse_duration(&bad).is_err(), "{bad} parsed");
     }
 }
+
+#[test]
+fn probe_starts_the_real_qatlib_and_qatzip() {
+    // The real trixie libqat/libqatzip: on this machine (no device) icp_sal_userStart fails and
+    // a hardware-only QATzip session is refused; on a QAT node both would pass.
+    let t = Tree::ready_pod();
+    let out = t.check(&["--json", "--probe"]);
+    let r = json_report(&out);
+    let cy = statuses(&r, "probe cy");
+    let dc = statuses(&r, "probe dc");
+    assert_eq!(cy.len(), 1, "{r:#}");
+    assert_eq!(dc.len(), 1, "{r:#}");
+    if cy[0] == "fail" {
+        assert_eq!(
+            status_of(&r, "probe cy", "icp_sal_userStart(\"SSL\") returned"),
+            "fail"
+        );
+        assert_eq!(out.status.code(), Some(1));
+    } else {
+        assert_eq!(status_of(&r, "probe cy", "crypto instance(s)"), "pass");
+    }
+    if dc[0] == "fail" {
+        assert_eq!(
+            status_of(&r, "probe dc", "no QAT compression hardware"),
+            "fail"
+        );
+    }
+    // Without --probe nothing is started.
+    let r = json_report(&t.check(&["--json"]));
+    assert!(statuses(&r, "probe cy").is_empty());
+}
