@@ -929,3 +929,26 @@ fn probe_starts_the_real_qatlib_and_qatzip() {
     let r = json_report(&t.check(&["--json"]));
     assert!(statuses(&r, "probe cy").is_empty());
 }
+
+#[test]
+fn per_tree_root_flags_match_root() {
+    let t = Tree::ready_pod();
+    let p = t.path();
+    let out = Command::new(BIN)
+        .args(["check", "--json", "--sysfs-root"])
+        .arg(p.join("sys"))
+        .arg("--dev-root")
+        .arg(p.join("dev"))
+        .arg("--proc-root")
+        .arg(p.join("proc"))
+        .output()
+        .unwrap();
+    let split = json_report(&out);
+    let whole = json_report(&t.check(&["--json"]));
+    assert_eq!(out.status.code(), Some(0), "{split:#}");
+    assert_eq!(split, whole);
+    // A per-tree flag overrides --root: an empty proc tree loses the memlock reading.
+    let empty = tempfile::tempdir().unwrap();
+    let r = json_report(&t.check(&["--json", "--proc-root", empty.path().to_str().unwrap()]));
+    assert_eq!(status_of(&r, "memlock", "cannot read"), "warn");
+}

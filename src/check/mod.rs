@@ -220,7 +220,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub no_system_libs: bool,
     /// Also start qatlib (icp_sal_userStart, count crypto instances) and open a hardware-only
-    /// QATzip session: the real outcome, which briefly claims the device.
+    /// QATzip session: the real outcome, which briefly claims the device. Uses this process's
+    /// real devices whatever --root says.
     #[arg(long)]
     pub probe: bool,
     /// Print the report as JSON.
