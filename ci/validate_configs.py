@@ -345,6 +345,10 @@ def check_doc(doc, where, v):
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "template"}, **(t or {})}
             problems += [f"template {name}: {m}" for m in schema_errors(v["pod"], pod)]
             problems += pod_spec_rules((t or {}).get("spec"), f"template {name}")
+            for c in ((t or {}).get("spec") or {}).get("containers") or []:
+                if c.get("name") != "istio-proxy":
+                    problems.append(f"template {name}: container {c.get('name')!r} is not istio-proxy "
+                                    "(templates merge into the injected istio-proxy container by name)")
     else:
         val = k8s_validator(api, kind) if kind else None
         if val is None:

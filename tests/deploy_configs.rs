@@ -303,6 +303,15 @@ fn broken_copy_of_each_manifest_kind_fails() {
             "request 2 != limit 1",
         ),
         (
+            "istiooperator-template-container.yaml",
+            iop.replacen(
+                "            - name: istio-proxy",
+                "            - name: istio-prox",
+                1,
+            ),
+            "'istio-prox' is not istio-proxy",
+        ),
+        (
             "app-template-name.yaml",
             app.replace("sidecar,qathw-crypto,", "sidecar,qathw-crypt,"),
             "unknown template(s) qathw-crypt",
