@@ -348,3 +348,20 @@ fn broken_copy_of_each_manifest_kind_fails() {
         );
     }
 }
+
+#[test]
+fn tls_compression_bootstrap_serves_real_clients_in_stock_envoy() {
+    // Two stock Envoy processes on free loopback ports: the front runs
+    // envoy/qat-tls-compression.yaml with only the QAT typed configs swapped; curl and openssl
+    // check HTTP/2 over TLS, gzip that decodes, and RSA vs ECDSA certificate selection.
+    let (out, text) = validate(&["smoke"]);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "ok   curl --http2 over TLS",
+        "decodes to the upstream body",
+        "gets the rsaEncryption certificate",
+        "gets the id-ecPublicKey certificate",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
+}
