@@ -182,14 +182,18 @@ def envoy_targets(files):
     """(label, config tree, base name) for each bootstrap and each EnvoyFilter fragment."""
     targets = []
     for f in files:
-        for i, doc in enumerate(load_docs(f)):
+        for doc in load_docs(f):
+            if not isinstance(doc, dict):
+                report(False, rel(f), "a YAML document is not a mapping")
+                continue
+            name = (doc.get("metadata") or {}).get("name", "?")
             if doc.get("kind") == "EnvoyFilter":
                 for j, cp in enumerate((doc.get("spec") or {}).get("configPatches") or []):
                     if cp.get("applyTo") != "HTTP_FILTER":
                         continue
                     value = (cp.get("patch") or {}).get("value")
-                    label = f"{rel(f)} EnvoyFilter {doc['metadata']['name']} patch {j}"
-                    base = f"{os.path.basename(f)[:-5]}-{doc['metadata']['name']}-{j}"
+                    label = f"{rel(f)} EnvoyFilter {name} patch {j}"
+                    base = f"{os.path.basename(f)[:-5]}-{name}-{j}"
                     targets.append((label, http_filter_bootstrap([value]), base))
             elif "kind" not in doc:
                 targets.append((rel(f), doc, os.path.basename(f)[:-5]))
@@ -365,8 +369,9 @@ def check_doc(doc, where, v):
         problems += schema_errors(val, doc)
         tmpl = (doc.get("spec") or {}).get("template") or {}
         if tmpl:
-            problems += pod_spec_rules(tmpl.get("spec"), f"{kind} {doc['metadata'].get('name')}")
-            problems += check_annotations(tmpl.get("metadata"), f"{kind} {doc['metadata'].get('name')}",
+            name = (doc.get("metadata") or {}).get("name")
+            problems += pod_spec_rules(tmpl.get("spec"), f"{kind} {name}")
+            problems += check_annotations(tmpl.get("metadata"), f"{kind} {name}",
                                           v["proxyconfig"])
     return problems
 
