@@ -2,6 +2,7 @@
 # envoy-config/ offline: every Envoy YAML through the stock Envoy 1.40 (--mode validate, QAT typed
 # configs swapped), every Istio/Kubernetes manifest against JSON schemas, our QAT typed configs
 # through `envoy-qat check --envoy-config`, and `envoy-qat check` on this machine.
+# Also serves the TLS + compression bootstrap for real in the stock Envoy behind curl and openssl.
 # Installs nothing (ci/deps.sh does). The Rust suites tests/check.rs and tests/deploy_configs.rs
 # (fixture trees, broken copies of every kind) run under cargo test.
 set -euo pipefail
@@ -15,6 +16,8 @@ trap 'rm -rf "$work"' EXIT
 
 echo "-- stock Envoy --mode validate (QAT typed configs swapped for stock ones)"
 build/venv/bin/python ci/validate_configs.py envoy --keep "$work/envoy"
+echo "-- the TLS + compression bootstrap served by the stock Envoy (QAT swapped): curl, openssl"
+build/venv/bin/python ci/validate_configs.py smoke
 echo "-- Istio and Kubernetes manifests against JSON schemas"
 build/venv/bin/python ci/validate_configs.py manifests
 
@@ -29,7 +32,7 @@ done
 
 echo "-- envoy-qat check on this machine"
 set +e
-"$bin" check
+"$bin" check --probe
 rc=$?
 set -e
 case $rc in

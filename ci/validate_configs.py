@@ -15,6 +15,11 @@
                         IstioOperator / ProxyConfig schemas (tests/data/schemas/); the sidecar injection
                         templates as Pods; QAT resource/capability rules; the containerd memlock drop-in.
   stockify FILE         print FILE with the QAT typed configs swapped (what `envoy` validates).
+  smoke                 run envoy-config/envoy/qat-tls-compression.yaml for real in the stock Envoy
+                        (QAT typed configs swapped, ports moved to free loopback ports) in front of a
+                        second Envoy speaking HTTP/2 cleartext, and drive it with curl and openssl:
+                        HTTP/2 over TLS, the RSA and the ECDSA certificate chosen by signature
+                        algorithm, gzip responses that decode.
 
 Prints one line per checked item ("ok ..." or "FAIL ...: reason"); exits 1 if anything failed,
 2 on usage errors.
@@ -22,6 +27,10 @@ Prints one line per checked item ("ok ..." or "FAIL ...: reason"); exits 1 if an
 import argparse
 import configparser
 import copy
+import gzip
+import socket
+import time
+import urllib.request
 import glob
 import json
 import os
@@ -93,6 +102,9 @@ def stockify(node):
                 gz = {"@type": GZIP_TYPE}
                 if "chunk_size" in tc:  # same field and range in both libraries
                     gz["chunk_size"] = tc["chunk_size"]
+                level = str(tc.get("compression_level", ""))
+                if level.isdigit():  # 1-9 in both, an enum in gzip's proto; ranges: envoy-qat check
+                    gz["compression_level"] = f"COMPRESSION_LEVEL_{level}"
                 n["typed_config"] = gz
             for v in n.values():
                 walk(v)
@@ -170,14 +182,18 @@ def envoy_targets(files):
     """(label, config tree, base name) for each bootstrap and each EnvoyFilter fragment."""
     targets = []
     for f in files:
-        for i, doc in enumerate(load_docs(f)):
+        for doc in load_docs(f):
+            if not isinstance(doc, dict):
+                report(False, rel(f), "a YAML document is not a mapping")
+                continue
+            name = (doc.get("metadata") or {}).get("name", "?")
             if doc.get("kind") == "EnvoyFilter":
                 for j, cp in enumerate((doc.get("spec") or {}).get("configPatches") or []):
                     if cp.get("applyTo") != "HTTP_FILTER":
                         continue
                     value = (cp.get("patch") or {}).get("value")
-                    label = f"{rel(f)} EnvoyFilter {doc['metadata']['name']} patch {j}"
-                    base = f"{os.path.basename(f)[:-5]}-{doc['metadata']['name']}-{j}"
+                    label = f"{rel(f)} EnvoyFilter {name} patch {j}"
+                    base = f"{os.path.basename(f)[:-5]}-{name}-{j}"
                     targets.append((label, http_filter_bootstrap([value]), base))
             elif "kind" not in doc:
                 targets.append((rel(f), doc, os.path.basename(f)[:-5]))
@@ -342,6 +358,10 @@ def check_doc(doc, where, v):
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "template"}, **(t or {})}
             problems += [f"template {name}: {m}" for m in schema_errors(v["pod"], pod)]
             problems += pod_spec_rules((t or {}).get("spec"), f"template {name}")
+            for c in ((t or {}).get("spec") or {}).get("containers") or []:
+                if c.get("name") != "istio-proxy":
+                    problems.append(f"template {name}: container {c.get('name')!r} is not istio-proxy "
+                                    "(templates merge into the injected istio-proxy container by name)")
     else:
         val = k8s_validator(api, kind) if kind else None
         if val is None:
@@ -349,8 +369,9 @@ def check_doc(doc, where, v):
         problems += schema_errors(val, doc)
         tmpl = (doc.get("spec") or {}).get("template") or {}
         if tmpl:
-            problems += pod_spec_rules(tmpl.get("spec"), f"{kind} {doc['metadata'].get('name')}")
-            problems += check_annotations(tmpl.get("metadata"), f"{kind} {doc['metadata'].get('name')}",
+            name = (doc.get("metadata") or {}).get("name")
+            problems += pod_spec_rules(tmpl.get("spec"), f"{kind} {name}")
+            problems += check_annotations(tmpl.get("metadata"), f"{kind} {name}",
                                           v["proxyconfig"])
     return problems
 
@@ -414,6 +435,158 @@ def cmd_manifests(args):
     return 1 if failures else 0
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Smoke: the bootstrap served for real by the stock Envoy (QAT configs swapped), real clients.
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def retarget_ports(node, mapping):
+    """Replaces socket_address port_value N by mapping[N] and binds listeners to loopback."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "socket_address" and isinstance(v, dict):
+                v = dict(v)
+                if v.get("port_value") in mapping:
+                    v["port_value"] = mapping[v["port_value"]]
+                if v.get("address") == "0.0.0.0":
+                    v["address"] = "127.0.0.1"
+                out[k] = v
+            else:
+                out[k] = retarget_ports(v, mapping)
+        return out
+    if isinstance(node, list):
+        return [retarget_ports(v, mapping) for v in node]
+    return node
+
+
+SMOKE_BODY = "".join(f"line {i}: envoy-qat smoke test body, compressible text\n" for i in range(60))
+
+
+def backend_bootstrap(port):
+    return {"static_resources": {"listeners": [{
+        "name": "backend",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                         "http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "backend", "codec_type": "HTTP2",
+                "route_config": {"virtual_hosts": [{"name": "b", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"},
+                    "direct_response": {"status": 200, "body": {"inline_string": SMOKE_BODY}}}]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            }}]}],
+    }]}}
+
+
+def wait_ready(admin_port, proc, deadline=30):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=2) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def wait_port(port, deadline=30):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def served_key_type(port, sigalgs):
+    """The public key algorithm of the certificate the server picks for these signature algorithms."""
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "envoy-qat.test",
+                        "-sigalgs", sigalgs, "-showcerts"],
+                       input="", capture_output=True, text=True, timeout=30)
+    m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", p.stdout, re.S)
+    if not m:
+        return f"no certificate (openssl exit {p.returncode}: {p.stderr.strip()[-200:]})"
+    x = subprocess.run(["openssl", "x509", "-noout", "-text"], input=m.group(0), capture_output=True,
+                       text=True, timeout=30)
+    alg = re.search(r"Public Key Algorithm: (\S+)", x.stdout)
+    return alg.group(1) if alg else "unknown"
+
+
+def cmd_smoke(args):
+    envoy = args.envoy or os.path.join(REPO, "build/venv/bin/envoy")
+    src = os.path.join(REPO, "envoy-config/envoy/qat-tls-compression.yaml")
+    with tempfile.TemporaryDirectory(prefix="envoy-smoke-") as tmp:
+        tls = os.path.join(tmp, "tls")
+        os.mkdir(tls)
+        make_certs(tls)
+        https, admin, upstream = free_port(), free_port(), free_port()
+        front = retarget_ports(stockify(map_paths(load_docs(src)[0], tls)),
+                               {10443: https, 9901: admin, 8080: upstream})
+        paths = {}
+        for name, tree in (("front", front), ("backend", backend_bootstrap(upstream))):
+            paths[name] = os.path.join(tmp, name + ".yaml")
+            with open(paths[name], "w") as f:
+                yaml.safe_dump(tree, f, sort_keys=False)
+        procs = []
+        try:
+            for name in ("backend", "front"):
+                log = open(os.path.join(tmp, name + ".log"), "w")
+                procs.append(subprocess.Popen([envoy, "-c", paths[name], "--disable-hot-restart",
+                                               "--log-level", "warn", "--concurrency", "1"],
+                                              stdout=log, stderr=subprocess.STDOUT))
+            ok = wait_port(upstream) and wait_ready(admin, procs[1]) and wait_port(https)
+            report(ok, "stock Envoy serves the swapped bootstrap",
+                   f"did not become ready (upstream {upstream} admin {admin} https {https}; front exit "
+                   f"{procs[1].poll()}, backend exit {procs[0].poll()}): "
+                   + open(os.path.join(tmp, "front.log")).read()[-300:]
+                   + open(os.path.join(tmp, "backend.log")).read()[-300:])
+            if not ok:
+                return 1
+            # HTTP/2 over TLS with gzip, through to the HTTP/2 cleartext upstream.
+            p = subprocess.run(["curl", "-sS", "-k", "--http2", "--max-time", "20", "-H", "accept-encoding: gzip",
+                                "-D", os.path.join(tmp, "h"), "-o", os.path.join(tmp, "b"),
+                                "-w", "%{http_version} %{http_code}", f"https://127.0.0.1:{https}/"],
+                               capture_output=True, text=True, timeout=30)
+            headers = open(os.path.join(tmp, "h")).read().lower() if os.path.exists(os.path.join(tmp, "h")) else ""
+            body = open(os.path.join(tmp, "b"), "rb").read() if os.path.exists(os.path.join(tmp, "b")) else b""
+            report(p.stdout.strip() == "2 200", "curl --http2 over TLS", f"got {p.stdout!r} {p.stderr.strip()}")
+            try:
+                plain = gzip.decompress(body).decode()
+            except (OSError, EOFError, UnicodeDecodeError) as e:
+                plain = f"<{e}>"
+            report("content-encoding: gzip" in headers and plain == SMOKE_BODY,
+                   f"gzip response ({len(body)} bytes for {len(SMOKE_BODY)}) decodes to the upstream body",
+                   f"headers {headers.strip()!r}, decoded {plain[:60]!r}")
+            for sigalgs, want in (("rsa_pss_rsae_sha256", "rsaEncryption"),
+                                  ("ecdsa_secp256r1_sha256", "id-ecPublicKey")):
+                got = served_key_type(https, sigalgs)
+                report(got == want, f"openssl s_client -sigalgs {sigalgs} gets the {want} certificate", got)
+        finally:
+            for pr in procs:
+                pr.terminate()
+            for pr in procs:
+                try:
+                    pr.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pr.kill()
+    return 1 if failures else 0
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -425,8 +598,11 @@ def main():
     m.add_argument("files", nargs="*")
     s = sub.add_parser("stockify")
     s.add_argument("file")
+    k = sub.add_parser("smoke")
+    k.add_argument("--envoy", help="Envoy binary (default build/venv/bin/envoy)")
     args = ap.parse_args()
-    return {"envoy": cmd_envoy, "manifests": cmd_manifests, "stockify": cmd_stockify}[args.cmd](args)
+    return {"envoy": cmd_envoy, "manifests": cmd_manifests, "stockify": cmd_stockify,
+            "smoke": cmd_smoke}[args.cmd](args)
 
 
 if __name__ == "__main__":

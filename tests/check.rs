@@ -841,3 +841,114 @@ fn qatzip_check_is_one_swappable_function() {
     );
     assert!(check_qatzip_config(&serde_json::json!({"chunk_size": 1})).is_err());
 }
+
+#[test]
+fn vfio_vf_without_iommu_group_fails() {
+    let t = Tree::new();
+    let pf = t.pci(PF, "4940", Some("qat_4xxx"), Some("11"));
+    write(&pf.join("qat/state"), "up\n");
+    write(&pf.join("qat/cfg_services"), "asym;dc\n");
+    let vf = t.pci(VF, "4941", Some("vfio-pci"), None);
+    link(&format!("../{PF}"), &vf.join("physfn"));
+    t.vfio(&[]);
+    let r = json_report(&t.check(&["--json"]));
+    assert_eq!(status_of(&r, "iommu-groups", "has no iommu_group"), "fail");
+}
+
+#[test]
+fn durations_parse_like_envoy() {
+    use envoy_qat::check::envoy::parse_duration;
+    use serde_json::json;
+    use std::time::Duration;
+    assert_eq!(
+        parse_duration(&json!("0.002s")).unwrap(),
+        Duration::from_millis(2)
+    );
+    assert_eq!(
+        parse_duration(&json!("1s")).unwrap(),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        parse_duration(&json!(".5s")).unwrap(),
+        Duration::from_millis(500)
+    );
+    assert_eq!(
+        parse_duration(&json!("0.000000001s")).unwrap(),
+        Duration::from_nanos(1)
+    );
+    assert_eq!(
+        parse_duration(&json!({"nanos": 5_000_000})).unwrap(),
+        Duration::from_millis(5)
+    );
+    assert_eq!(
+        parse_duration(&json!({"seconds": "2", "nanos": 1})).unwrap(),
+        Duration::new(2, 1)
+    );
+    for bad in [
+        json!("2ms"),
+        json!("2"),
+        json!("s"),
+        json!("-1s"),
+        json!("0.0000000001s"),
+        json!(5),
+        json!({"nanos": 1_000_000_000}),
+        json!({"seconds": -1}),
+        json!({"millis": 5}),
+    ] {
+        assert!(parse_duration(&bad).is_err(), "{bad} parsed");
+    }
+}
+
+#[test]
+fn probe_starts_the_real_qatlib_and_qatzip() {
+    // The real trixie libqat/libqatzip: on this machine (no device) icp_sal_userStart fails and
+    // a hardware-only QATzip session is refused; on a QAT node both would pass.
+    let t = Tree::ready_pod();
+    let out = t.check(&["--json", "--probe"]);
+    let r = json_report(&out);
+    let cy = statuses(&r, "probe cy");
+    let dc = statuses(&r, "probe dc");
+    assert_eq!(cy.len(), 1, "{r:#}");
+    assert_eq!(dc.len(), 1, "{r:#}");
+    if cy[0] == "fail" {
+        assert_eq!(
+            status_of(&r, "probe cy", "icp_sal_userStart(\"SSL\") returned"),
+            "fail"
+        );
+        assert_eq!(out.status.code(), Some(1));
+    } else {
+        assert_eq!(status_of(&r, "probe cy", "crypto instance(s)"), "pass");
+    }
+    if dc[0] == "fail" {
+        assert_eq!(
+            status_of(&r, "probe dc", "no QAT compression hardware"),
+            "fail"
+        );
+    }
+    // Without --probe nothing is started.
+    let r = json_report(&t.check(&["--json"]));
+    assert!(statuses(&r, "probe cy").is_empty());
+}
+
+#[test]
+fn per_tree_root_flags_match_root() {
+    let t = Tree::ready_pod();
+    let p = t.path();
+    let out = Command::new(BIN)
+        .args(["check", "--json", "--sysfs-root"])
+        .arg(p.join("sys"))
+        .arg("--dev-root")
+        .arg(p.join("dev"))
+        .arg("--proc-root")
+        .arg(p.join("proc"))
+        .output()
+        .unwrap();
+    let split = json_report(&out);
+    let whole = json_report(&t.check(&["--json"]));
+    assert_eq!(out.status.code(), Some(0), "{split:#}");
+    assert_eq!(split, whole);
+    // A per-tree flag overrides --root: an empty proc tree loses the memlock reading.
+    let empty = tempfile::tempdir().unwrap();
+    let r = json_report(&t.check(&["--json", "--proc-root", empty.path().to_str().unwrap()]));
+    assert_eq!(status_of(&r, "memlock", "cannot read"), "warn");
+}

@@ -303,6 +303,15 @@ fn broken_copy_of_each_manifest_kind_fails() {
             "request 2 != limit 1",
         ),
         (
+            "istiooperator-template-container.yaml",
+            iop.replacen(
+                "            - name: istio-proxy",
+                "            - name: istio-prox",
+                1,
+            ),
+            "'istio-prox' is not istio-proxy",
+        ),
+        (
             "app-template-name.yaml",
             app.replace("sidecar,qathw-crypto,", "sidecar,qathw-crypt,"),
             "unknown template(s) qathw-crypt",
@@ -337,5 +346,22 @@ fn broken_copy_of_each_manifest_kind_fails() {
             fails.iter().any(|l| l.contains(needle)),
             "{name}: expected {needle:?} in {fails:?}"
         );
+    }
+}
+
+#[test]
+fn tls_compression_bootstrap_serves_real_clients_in_stock_envoy() {
+    // Two stock Envoy processes on free loopback ports: the front runs
+    // envoy/qat-tls-compression.yaml with only the QAT typed configs swapped; curl and openssl
+    // check HTTP/2 over TLS, gzip that decodes, and RSA vs ECDSA certificate selection.
+    let (out, text) = validate(&["smoke"]);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "ok   curl --http2 over TLS",
+        "decodes to the upstream body",
+        "gets the rsaEncryption certificate",
+        "gets the id-ecPublicKey certificate",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
     }
 }

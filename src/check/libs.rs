@@ -28,7 +28,10 @@ enum Outcome {
 }
 
 fn open(target: &Path) -> Result<libloading::os::unix::Library, libloading::Error> {
-    let flags = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+    // As the backends load them: the library resolves its own dependencies first (DEEPBIND), so
+    // libqat's libcrypto references cannot bind to a BoringSSL already in the process.
+    let flags =
+        libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL | libc::RTLD_DEEPBIND;
     // SAFETY: loading runs the library's ELF initializers. qatlib's and QATzip's initializers only
     // set up their own static state (no device access happens before icp_sal_userStart / qzInit),
     // and the handle is dropped (dlclose) before anything else uses the library.

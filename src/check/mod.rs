@@ -11,6 +11,7 @@
 pub mod envoy;
 pub mod libs;
 pub mod node;
+pub mod probe;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -218,6 +219,11 @@ pub struct CheckArgs {
     /// Do not fall back to the system library search path.
     #[arg(long)]
     pub no_system_libs: bool,
+    /// Also start qatlib (icp_sal_userStart, count crypto instances) and open a hardware-only
+    /// QATzip session: the real outcome, which briefly claims the device. Uses this process's
+    /// real devices whatever --root says.
+    #[arg(long)]
+    pub probe: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -270,6 +276,9 @@ pub fn collect(args: &CheckArgs) -> Result<Report, String> {
             args.lib_dirs.clone()
         };
         libs::check_libraries(&dirs, !args.no_system_libs, &mut findings);
+        if args.probe {
+            probe::probe(&dirs, !args.no_system_libs, &mut findings);
+        }
     } else if args.envoy_config.is_empty() {
         return Err("--config-only needs at least one --envoy-config FILE".into());
     }
