@@ -266,58 +266,24 @@ pub fn check_qat_provider_config(tc: &Value) -> Result<String, String> {
 /// The one place the compressor config is checked: swap its body for the compressor module's
 /// `CompressorConfig::from_proto_json` when that lands.
 pub fn check_qatzip_config(tc: &Value) -> Result<String, String> {
-    const ENUM: [&str; 7] = [
-        "DEFAULT", "SZ_4K", "SZ_8K", "SZ_32K", "SZ_64K", "SZ_128K", "SZ_512K",
-    ];
+    // The compressor's own parser: the same field names, ranges and enum as the running
+    // compressor library, so check and Envoy agree on what is valid.
+    crate::compress::CompressorConfig::from_proto_json(tc).map_err(|e| e.to_string())?;
     let obj = tc.as_object().ok_or("Qatzip config is not a mapping")?;
-    check_fields(
-        obj,
-        &[
-            "@type",
-            "compression_level",
-            "hardware_buffer_size",
-            "input_size_threshold",
-            "stream_buffer_size",
-            "chunk_size",
-        ],
-        "Qatzip",
-    )?;
-    let mut parts = Vec::new();
-    for (field, lo, hi) in [
-        ("compression_level", 1u64, 9u64),
-        ("input_size_threshold", 128, 524_288),
-        ("stream_buffer_size", 1024, 2_092_032),
-        ("chunk_size", 4096, 65_536),
-    ] {
-        let Some(v) = obj.get(field) else { continue };
-        let n = match v {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.parse::<u64>().ok(),
-            _ => None,
-        }
-        .ok_or_else(|| format!("{field} {v} is not an unsigned integer"))?;
-        if !(lo..=hi).contains(&n) {
-            return Err(format!("{field} {n} is out of range {lo}–{hi}"));
-        }
-        parts.push(format!("{field} {n}"));
-    }
-    if let Some(v) = obj.get("hardware_buffer_size") {
-        let ok = match v {
-            Value::String(s) => ENUM.contains(&s.as_str()),
-            Value::Number(n) => n.as_u64().is_some_and(|n| n < ENUM.len() as u64),
-            _ => false,
-        };
-        if !ok {
-            return Err(format!(
-                "hardware_buffer_size {v} is not one of {}",
-                ENUM.join(", ")
-            ));
-        }
-        parts.push(format!(
-            "hardware_buffer_size {}",
-            v.as_str().unwrap_or("(number)")
-        ));
-    }
+    let parts: Vec<String> = obj
+        .iter()
+        .filter(|(k, _)| k.as_str() != "@type")
+        .map(|(k, v)| {
+            let shown = match v {
+                Value::String(s) => s.clone(),
+                Value::Object(m) if m.len() == 1 && m.contains_key("value") => {
+                    m["value"].to_string()
+                }
+                other => other.to_string(),
+            };
+            format!("{k} {shown}")
+        })
+        .collect();
     Ok(if parts.is_empty() {
         "defaults".to_owned()
     } else {

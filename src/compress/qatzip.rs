@@ -32,7 +32,7 @@ use super::config::CompressorConfig;
     unsafe_op_in_unsafe_fn,
     rustdoc::all
 )]
-mod sys {
+pub(crate) mod sys {
     include!(concat!(env!("OUT_DIR"), "/qatzip_sys.rs"));
 }
 
