@@ -21,9 +21,10 @@ namespace {
 // The typed config as the bridge's options: a field copy, nothing decided here.
 envoy_qat::ffi::ProviderOptions toOptions(const QatConfig& config) {
   envoy_qat::ffi::ProviderOptions o;
-  o.poll_delay_ms = config.has_poll_delay()
-                        ? static_cast<uint32_t>(DurationUtil::durationToMilliseconds(config.poll_delay()))
-                        : 0;
+  o.poll_delay_ms =
+      config.has_poll_delay()
+          ? static_cast<uint32_t>(DurationUtil::durationToMilliseconds(config.poll_delay()))
+          : 0;
   o.software_failover = config.software_failover();
   o.ecdsa = config.has_ecdsa() ? config.ecdsa().value() : true;
   o.section_name = config.section_name();
@@ -72,9 +73,8 @@ QatPrivateKeyMethodProvider::QatPrivateKeyMethodProvider(
     : stats_{ALL_QAT_PROVIDER_STATS(POOL_COUNTER_PREFIX(context.statsScope(), "qat."),
                                     POOL_GAUGE_PREFIX(context.statsScope(), "qat."))} {
   auto& server = context.serverFactoryContext();
-  const std::string key_bytes =
-      THROW_OR_RETURN_VALUE(Config::DataSource::read(config.private_key(), true, server.api()),
-                            std::string);
+  const std::string key_bytes = THROW_OR_RETURN_VALUE(
+      Config::DataSource::read(config.private_key(), true, server.api()), std::string);
   // Errors from Rust arrive as rust::Error (std::exception): Envoy rejects the config with
   // the message, which names the field and the fix.
   auto key = envoy_qat::ffi::key_from_bytes(
@@ -87,7 +87,8 @@ QatPrivateKeyMethodProvider::QatPrivateKeyMethodProvider(
   if (!unavailable_reason_.empty()) {
     ENVOY_LOG(warn, "qat private key provider unavailable: {}", unavailable_reason_);
   }
-  provider_ = std::make_shared<const envoy_qat::ssl::KeyProvider>(std::move(engine), std::move(key));
+  provider_ =
+      std::make_shared<const envoy_qat::ssl::KeyProvider>(std::move(engine), std::move(key));
   stats_timer_ = server.mainThreadDispatcher().createTimer([this] {
     publishStats();
     stats_timer_->enableTimer(std::chrono::seconds(1));

@@ -74,9 +74,9 @@ private:
 class QatzipCompressorLibraryFactory
     : public Envoy::Compression::Compressor::NamedCompressorLibraryConfigFactory {
 public:
-  Envoy::Compression::Compressor::CompressorFactoryPtr
-  createCompressorFactoryFromProto(const Protobuf::Message& config,
-                                   Server::Configuration::GenericFactoryContext& context) override;
+  Envoy::Compression::Compressor::CompressorFactoryPtr createCompressorFactoryFromProto(
+      const Protobuf::Message& config,
+      Server::Configuration::GenericFactoryContext& context) override;
   ProtobufTypes::MessagePtr createEmptyConfigProto() override;
   // Upstream's extension name, so existing compressor_library configs work unchanged.
   std::string name() const override { return "envoy.compression.qatzip.compressor"; }
