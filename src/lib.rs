@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bridge;
 pub mod config;
 pub mod engine;
 pub mod key;
