@@ -54,6 +54,10 @@ enum Cmd {
     /// Measure private-key operations through the engine next to `openssl speed`.
     #[command(after_help = EXIT_CODES)]
     Bench(BenchArgs),
+    /// HTTPS server (h2 and HTTP/1.1, gzip) whose TLS private-key operations go through
+    /// the provider (cpp/ssl over the engine); prints its stats on exit and on a signal.
+    #[command(after_help = EXIT_CODES)]
+    Serve(envoy_qat::serve::ServeArgs),
 }
 
 #[derive(Args)]
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Cmd::Sign(a) => sign(a),
         Cmd::Bench(a) => bench_cmd(a),
+        Cmd::Serve(a) => envoy_qat::serve::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
