@@ -28,6 +28,7 @@ fn main() {
     );
     qat_bindings(&include, &out);
     qatzip_bindings(&include, &out);
+    cxx_glue(&manifest);
 }
 
 fn qat_bindings(include: &Path, out: &Path) {
@@ -78,4 +79,62 @@ fn qatzip_bindings(include: &Path, out: &Path) {
         .expect("bindgen over qatzip.h failed")
         .write_to_file(out.join("qatzip_sys.rs"))
         .expect("write qatzip_sys.rs");
+}
+
+/// cxx bridge (src/bridge.rs) and the BoringSSL glue (cpp/ssl), against Debian's
+/// android-libboringssl-dev: headers in /usr/include/android, shared libraries in
+/// /usr/lib/x86_64-linux-gnu/android (linked with an rpath to that directory).
+/// ENVOY_QAT_SANITIZE=1 builds the C++ with gcc's AddressSanitizer and UBSan and links
+/// their runtimes into every binary.
+fn cxx_glue(manifest: &Path) {
+    for v in [
+        "ENVOY_QAT_BORINGSSL_INCLUDE",
+        "ENVOY_QAT_BORINGSSL_LIB",
+        "ENVOY_QAT_SANITIZE",
+    ] {
+        println!("cargo:rerun-if-env-changed={v}");
+    }
+    let include =
+        env::var("ENVOY_QAT_BORINGSSL_INCLUDE").unwrap_or_else(|_| "/usr/include/android".into());
+    let lib = env::var("ENVOY_QAT_BORINGSSL_LIB")
+        .unwrap_or_else(|_| "/usr/lib/x86_64-linux-gnu/android".into());
+    if !Path::new(&include).join("openssl/ssl.h").exists()
+        || !Path::new(&lib).join("libssl.so").exists()
+    {
+        panic!(
+            "BoringSSL not found (headers {include}/openssl/ssl.h, library {lib}/libssl.so): \
+             install Debian's android-libboringssl-dev (ci/deps.sh does), or set \
+             ENVOY_QAT_BORINGSSL_INCLUDE and ENVOY_QAT_BORINGSSL_LIB"
+        );
+    }
+    let sanitize = env::var("ENVOY_QAT_SANITIZE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let sources = ["cpp/ssl/private_key.cc", "cpp/ssl/tls.cc"];
+    for f in sources
+        .iter()
+        .chain(&["cpp/ssl/private_key.h", "cpp/ssl/tls.h"])
+    {
+        println!("cargo:rerun-if-changed={}", manifest.join(f).display());
+    }
+    println!("cargo:rerun-if-changed=src/bridge.rs");
+    let mut b = cxx_build::bridge("src/bridge.rs");
+    b.files(sources.iter().map(|f| manifest.join(f)))
+        // -isystem: BoringSSL's own headers are not ours to warn about.
+        .flag("-isystem")
+        .flag(&include)
+        .std("c++17")
+        .flag("-Wall")
+        .flag("-Wextra")
+        .flag("-Wno-unused-parameter");
+    if sanitize {
+        b.flag("-fsanitize=address,undefined")
+            .flag("-fno-omit-frame-pointer")
+            .flag("-fno-sanitize-recover=undefined")
+            .opt_level(1);
+        println!("cargo:rustc-link-arg=-fsanitize=address,undefined");
+    }
+    b.compile("envoy_qat_cxx");
+    println!("cargo:rustc-link-search=native={lib}");
+    println!("cargo:rustc-link-lib=dylib=ssl");
+    println!("cargo:rustc-link-lib=dylib=crypto");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
 }

@@ -4,9 +4,11 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bridge;
 pub mod check;
 pub mod compress;
 pub mod config;
 pub mod engine;
 pub mod key;
 pub mod scheme;
+pub mod serve;

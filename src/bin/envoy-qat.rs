@@ -66,6 +66,10 @@ enum Cmd {
     /// Is this node or pod ready for QAT? Devices, drivers, IOMMU, /dev/vfio, memlock,
     /// IPC_LOCK, qatlib/QATzip, and optionally an Envoy config. Exit 0 ready, 1 not ready, 2 usage.
     Check(envoy_qat::check::CheckArgs),
+    /// HTTPS server (h2 and HTTP/1.1, gzip) whose TLS private-key operations go through
+    /// the provider (cpp/ssl over the engine); prints its stats on exit and on a signal.
+    #[command(after_help = EXIT_CODES)]
+    Serve(envoy_qat::serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -163,6 +167,7 @@ fn main() -> ExitCode {
         Cmd::Decompress(a) => envoy_qat::compress::cli::run_decompress(a),
         Cmd::BenchCompress(a) => envoy_qat::compress::cli::run_bench(a),
         Cmd::Check(a) => return ExitCode::from(envoy_qat::check::run(a).clamp(0, 255) as u8),
+        Cmd::Serve(a) => envoy_qat::serve::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
