@@ -253,8 +253,10 @@ if [[ "${ABI_SKIP_SANITIZE:-}" != 1 ]]; then
   else
     bad "sanitizer build has no ASan runtime"
   fi
-  ENVOY_QAT_SANITIZE=1 cargo test --locked --test tls_cancel 2>&1 | grep -E "^test |test result" | sed 's/^/       /'
-  if ENVOY_QAT_SANITIZE=1 cargo test --locked --test tls_cancel >/dev/null 2>&1; then
+  rc=0
+  ENVOY_QAT_SANITIZE=1 cargo test --locked --test tls_cancel >"$work/asan-test.log" 2>&1 || rc=$?
+  grep -E "^test |test result|AddressSanitizer|runtime error" "$work/asan-test.log" | sed 's/^/       /'
+  if [[ $rc -eq 0 ]]; then
     ok "tls_cancel under ASan/UBSan (release an SSL with an operation in flight)"
   else
     bad "tls_cancel under ASan/UBSan"
@@ -269,10 +271,6 @@ if [[ "${ABI_SKIP_SANITIZE:-}" != 1 ]]; then
     else
       handshake "ASan TLS 1.3 ecdsa_secp256r1_sha256" SHA256 ECDSA -tls1_3
     fi
-    # Clients that vanish mid-handshake: the server frees SSLs that may have an operation in flight.
-    for _ in $(seq 1 20); do
-      timeout 0.05 openssl s_client -connect "127.0.0.1:$port" -brief </dev/null >/dev/null 2>&1 || true
-    done
     h2load_ok "ASan h2load 200 new TLS connections" 200 --h1 -n 200 -c 20 -H 'Connection: close'
     provider_checks
     stop
