@@ -22,6 +22,12 @@ fail=0
 ok() { pass=$((pass + 1)); echo "  ok   $*"; }
 bad() { fail=$((fail + 1)); echo "  FAIL $*"; }
 
+echo "-- clang-format (cpp/.clang-format)"
+if clang-format --dry-run -Werror cpp/ssl/*.h cpp/ssl/*.cc; then
+  ok "cpp/ssl is clang-format clean"
+else
+  bad "cpp/ssl needs clang-format -i"
+fi
 echo "-- building envoy-qat"
 cargo build --locked --bin envoy-qat 2>&1 | tail -1
 bin="$work/envoy-qat"
