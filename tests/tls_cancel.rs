@@ -78,6 +78,7 @@ fn releasing_an_ssl_with_an_operation_in_flight_cancels_it() {
     let (conn, mut client, sock) = handshake_until_key_wait(&ctx, &listener);
     let fd = conn.private_key_fd();
     assert!(fd >= 0 && fd_is_open(fd));
+    assert_eq!((conn.hook_calls(), conn.hook_last_fd()), (1, fd));
     assert_eq!(engine.stats().submitted, 1);
     drop(conn);
     assert!(
@@ -99,9 +100,14 @@ fn releasing_an_ssl_with_an_operation_in_flight_cancels_it() {
 
     // 2. The same context still completes a handshake through the retry path.
     let (mut conn, mut client, _sock) = handshake_until_key_wait(&ctx, &listener);
-    envoy_qat::engine::wait_readable(conn.private_key_fd(), Some(Duration::from_secs(60)));
+    let fd = conn.private_key_fd();
+    assert_eq!((conn.hook_calls(), conn.hook_last_fd()), (1, fd));
+    envoy_qat::engine::wait_readable(fd, Some(Duration::from_secs(60)));
     let io = conn.pin_mut().handshake();
     assert_eq!(io.status, TlsStatus::Ok, "{}", conn.last_error());
+    // The hook heard that the operation ended (before its fd closed).
+    assert_eq!((conn.hook_calls(), conn.hook_last_fd()), (2, -1));
+    assert_eq!(conn.private_key_fd(), -1);
     assert!(
         conn.describe().starts_with("TLSv1.3"),
         "{}",
