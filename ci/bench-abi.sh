@@ -21,6 +21,7 @@ run() { # KEYTYPE MODE [extra serve args] -> prints one line, sets $rate
   local kt=$1 mode=$2
   shift 2
   local log="$work/$kt-$mode.log"
+  : >"$log"
   "$bin" serve --listen 127.0.0.1:0 --key-type "$kt" --key-mode "$mode" "$@" >"$log" 2>&1 &
   pid=$!
   local port=""

@@ -39,6 +39,7 @@ start() {
   shift
   log="$work/$name.log"
   cert="$work/$name.pem"
+  : >"$log"
   "$bin" serve --listen 127.0.0.1:0 --cert-out "$cert" "$@" >"$log" 2>&1 &
   pid=$!
   pids+=("$pid")
@@ -236,6 +237,7 @@ echo "-- a key and certificate made by openssl (SEC1 EC key file)"
 openssl ecparam -name prime256v1 -genkey -noout -out "$work/sec1.key"
 openssl req -new -x509 -key "$work/sec1.key" -subj /CN=localhost -addext subjectAltName=DNS:localhost \
   -days 1 -out "$work/sec1.pem" 2>/dev/null
+: >"$work/sec1.log"
 "$bin" serve --listen 127.0.0.1:0 --key "$work/sec1.key" --cert "$work/sec1.pem" >"$work/sec1.log" 2>&1 &
 pid=$!
 pids+=("$pid")
