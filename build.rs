@@ -130,7 +130,10 @@ fn cxx_glue(manifest: &Path) {
             .flag("-fno-omit-frame-pointer")
             .flag("-fno-sanitize-recover=undefined")
             .opt_level(1);
-        println!("cargo:rustc-link-arg=-fsanitize=address,undefined");
+        // rustc links with -nodefaultlibs, so gcc adds no sanitizer runtime itself: name
+        // them, before any other library so libasan comes first in the load order.
+        println!("cargo:rustc-link-lib=dylib=asan");
+        println!("cargo:rustc-link-lib=dylib=ubsan");
     }
     b.compile("envoy_qat_cxx");
     println!("cargo:rustc-link-search=native={lib}");

@@ -72,6 +72,26 @@ pub mod ffi {
         latency_max_ns: u64,
     }
 
+    /// Provider settings as Envoy's typed config carries them (field copies; the policy
+    /// lives in Rust). Zero means "default" for the numbers.
+    #[derive(Debug, Clone, Default)]
+    struct ProviderOptions {
+        /// Longest poll interval while operations are in flight, ms (upstream `poll_delay`).
+        poll_delay_ms: u32,
+        /// Redo an operation in software when QAT refuses or fails it.
+        software_failover: bool,
+        /// Offer ECDSA keys to QAT (RSA always).
+        ecdsa: bool,
+        /// qatlib configuration section ("" = default).
+        section_name: String,
+        /// Where libqat / libusdm live ("" = the loader's search path).
+        library_dir: String,
+        /// Most operations in flight (0 = default).
+        max_in_flight: u32,
+        /// Upstream's fixed poll sleep instead of the adaptive policy.
+        fixed_poll: bool,
+    }
+
     /// Result of a TLS call on a non-blocking socket.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum TlsStatus {
@@ -108,6 +128,8 @@ pub mod ffi {
 
         /// An engine: backend "auto", "qat", "soft" or "noop"; poll delay in ms (0 = default).
         fn engine_new(backend: &str, poll_delay_ms: u32) -> Result<Box<QatEngine>>;
+        /// An engine from Envoy's provider options (backend auto: QAT when usable).
+        fn engine_from_options(options: ProviderOptions) -> Result<Box<QatEngine>>;
         /// Another handle to the same engine.
         fn clone_handle(self: &QatEngine) -> Box<QatEngine>;
         /// Empty when the engine can serve operations, else why not.
@@ -193,10 +215,14 @@ pub mod ffi {
         fn describe(self: &TlsConn) -> String;
         /// The last error, as text.
         fn last_error(self: &TlsConn) -> String;
+        /// Calls of cpp/ssl's pending-fd hook on this connection so far.
+        fn hook_calls(self: &TlsConn) -> u64;
+        /// The fd the hook reported last (-1: the operation ended).
+        fn hook_last_fd(self: &TlsConn) -> i32;
     }
 }
 
-pub use ffi::{OpStatus, ProviderStats, TlsIo, TlsStatus};
+pub use ffi::{OpStatus, ProviderOptions, ProviderStats, TlsIo, TlsStatus};
 
 /// Run `f`; on a panic, log it with `what` and return `fail`.
 fn guard<T>(what: &str, fail: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
@@ -339,6 +365,44 @@ fn engine_new(backend: &str, poll_delay_ms: u32) -> Result<Box<QatEngine>, Strin
                 poll_delay: Duration::from_millis(poll_delay_ms.into()),
                 ..ProviderConfig::default()
             };
+            let engine = cfg.build_engine().map_err(|e| e.to_string())?;
+            Ok(Box::new(QatEngine::from_engine(engine)))
+        },
+    )
+}
+
+fn engine_from_options(o: ffi::ProviderOptions) -> Result<Box<QatEngine>, String> {
+    guard(
+        "engine_from_options",
+        || Err("internal error (panic) while creating the engine".into()),
+        || {
+            let defaults = ProviderConfig::default();
+            let cfg = ProviderConfig {
+                backend: BackendChoice::Auto,
+                poll_delay: Duration::from_millis(o.poll_delay_ms.into()),
+                poll_policy: if o.fixed_poll {
+                    crate::engine::PollPolicy::Fixed
+                } else {
+                    crate::engine::PollPolicy::Adaptive
+                },
+                software_fallback: o.software_failover,
+                max_in_flight: if o.max_in_flight == 0 {
+                    defaults.max_in_flight
+                } else {
+                    o.max_in_flight as usize
+                },
+                ..defaults
+            };
+            // section_name, library_dir and ecdsa are for the QAT backend, wired where it
+            // is built (config::ProviderConfig); this build has no QAT backend yet.
+            if !o.section_name.is_empty() || !o.library_dir.is_empty() || !o.ecdsa {
+                tracing::info!(
+                    section_name = %o.section_name,
+                    library_dir = %o.library_dir,
+                    ecdsa = o.ecdsa,
+                    "QAT-only provider options noted; they apply when the QAT backend is used"
+                );
+            }
             let engine = cfg.build_engine().map_err(|e| e.to_string())?;
             Ok(Box::new(QatEngine::from_engine(engine)))
         },
@@ -587,5 +651,23 @@ mod tests {
         assert!(start_sign(&e, &k, 0x9999, b"x").failed());
         assert_eq!(e.stats().op_failures, 2);
         assert!(engine_new("gpu", 0).is_err());
+    }
+
+    #[test]
+    fn engine_from_envoy_options_validates() {
+        let ok = engine_from_options(ffi::ProviderOptions {
+            software_failover: true,
+            ecdsa: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(ok.unavailable_reason().is_empty());
+        let e = engine_from_options(ffi::ProviderOptions {
+            poll_delay_ms: 5000,
+            ..Default::default()
+        })
+        .err()
+        .unwrap();
+        assert!(e.contains("poll_delay"), "{e}");
     }
 }

@@ -14,9 +14,36 @@ namespace {
 
 // Per-SSL state, owned by the SSL's ex_data.
 struct SslKeyState {
-  explicit SslKeyState(std::shared_ptr<const KeyProvider> p) : provider(std::move(p)) {}
+  SslKeyState(std::shared_ptr<const KeyProvider> p, PendingHook hook)
+      : provider(std::move(p)), on_pending(std::move(hook)) {}
+  ~SslKeyState() { clear_pending(); }
+
+  void notify(int fd) {
+    if (!on_pending) {
+      return;
+    }
+    try {
+      on_pending(fd);
+    } catch (...) {
+      log(0, "pending-fd hook threw; ignored");
+    }
+  }
+
+  void set_pending(rust::Box<ffi::PendingOp> op) {
+    pending.emplace(std::move(op));
+    notify((*pending)->fd());
+  }
+
+  // Tell the hook first, then drop the op (which cancels it if unfinished and closes its fd).
+  void clear_pending() {
+    if (pending.has_value()) {
+      notify(-1);
+      pending.reset();
+    }
+  }
+
   std::shared_ptr<const KeyProvider> provider;
-  // Dropping the box cancels the operation and closes its fd.
+  PendingHook on_pending;
   std::optional<rust::Box<ffi::PendingOp>> pending;
   uint16_t last_sigalg = 0;
 };
@@ -45,7 +72,7 @@ ssl_private_key_result_t keep(SslKeyState* st, rust::Box<ffi::PendingOp> op) {
   if (op->failed()) {
     return ssl_private_key_failure;  // Rust logged why.
   }
-  st->pending.emplace(std::move(op));
+  st->set_pending(std::move(op));
   return ssl_private_key_retry;
 }
 
@@ -112,12 +139,12 @@ ssl_private_key_result_t complete(SSL* ssl, uint8_t* out, size_t* out_len, size_
       case ffi::OpStatus::NotReady:
         return ssl_private_key_retry;
       case ffi::OpStatus::Ready:
-        st->pending.reset();
+        st->clear_pending();
         *out_len = n;
         return ssl_private_key_success;
       case ffi::OpStatus::Failed:
       default:
-        st->pending.reset();
+        st->clear_pending();
         return ssl_private_key_failure;
     }
   } catch (const std::exception& e) {
@@ -139,14 +166,15 @@ KeyProvider::~KeyProvider() = default;
 
 const SSL_PRIVATE_KEY_METHOD* private_key_method() { return &kMethod; }
 
-bool attach_provider(SSL* ssl, std::shared_ptr<const KeyProvider> provider) {
+bool attach_provider(SSL* ssl, std::shared_ptr<const KeyProvider> provider,
+                     PendingHook on_pending) {
   const int index = ex_index();
   if (index < 0) {
     log(0, "attach_provider: SSL_get_ex_new_index failed");
     return false;
   }
   detach_provider(ssl);
-  auto* st = new SslKeyState(std::move(provider));
+  auto* st = new SslKeyState(std::move(provider), std::move(on_pending));
   if (SSL_set_ex_data(ssl, index, st) != 1) {
     delete st;
     log(0, "attach_provider: SSL_set_ex_data failed");

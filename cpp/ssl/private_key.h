@@ -18,6 +18,7 @@
 #include <openssl/ssl.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "rust/cxx.h"
@@ -49,9 +50,16 @@ class KeyProvider {
 // The method table (static; valid for the life of the process).
 const SSL_PRIVATE_KEY_METHOD* private_key_method();
 
+// Called on the thread that drives `ssl`: with the notification fd when an operation
+// starts, and with -1 when it ends (completed, failed) or is cancelled, always before that
+// fd closes. Envoy's shim registers / removes its dispatcher file event here.
+using PendingHook = std::function<void(int fd)>;
+
 // Give `ssl` its per-connection state. Replaces (and cancels) any earlier state.
+// `on_pending` (optional) is owned by the state and destroyed with it.
 // Returns false if ex_data could not be set (logged).
-bool attach_provider(SSL* ssl, std::shared_ptr<const KeyProvider> provider);
+bool attach_provider(SSL* ssl, std::shared_ptr<const KeyProvider> provider,
+                     PendingHook on_pending = nullptr);
 
 // The notification fd of the operation in flight on `ssl`, or -1 if there is none.
 int pending_fd(const SSL* ssl);

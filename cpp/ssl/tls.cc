@@ -209,13 +209,18 @@ std::unique_ptr<TlsConn> tls_conn_new(const TlsContext& ctx, int32_t fd) {
     fail("SSL_set_fd failed");
   }
   SSL_set_accept_state(ssl.get());
-  if (ctx.provider() && !attach_provider(ssl.get(), ctx.provider())) {
+  auto hook_log = std::make_shared<TlsConn::HookLog>();
+  if (ctx.provider() && !attach_provider(ssl.get(), ctx.provider(), [hook_log](int fd) {
+        hook_log->calls++;
+        hook_log->last_fd = fd;
+      })) {
     fail("cannot attach the private-key provider to the connection");
   }
-  return std::make_unique<TlsConn>(std::move(ssl));
+  return std::make_unique<TlsConn>(std::move(ssl), std::move(hook_log));
 }
 
-TlsConn::TlsConn(bssl::UniquePtr<SSL> ssl) : ssl_(std::move(ssl)) {}
+TlsConn::TlsConn(bssl::UniquePtr<SSL> ssl, std::shared_ptr<HookLog> hook_log)
+    : ssl_(std::move(ssl)), hook_log_(std::move(hook_log)) {}
 
 TlsConn::~TlsConn() {
   // Cancel an operation in flight before the SSL goes (SSL_free would do it too).
@@ -315,6 +320,10 @@ rust::String TlsConn::describe() const {
 }
 
 rust::String TlsConn::last_error() const { return rust::String(last_error_); }
+
+uint64_t TlsConn::hook_calls() const { return hook_log_->calls; }
+
+int32_t TlsConn::hook_last_fd() const { return hook_log_->last_fd; }
 
 }  // namespace ssl
 }  // namespace envoy_qat

@@ -38,7 +38,13 @@ class TlsContext {
 
 class TlsConn {
  public:
-  explicit TlsConn(bssl::UniquePtr<SSL> ssl);
+  // What the pending-fd hook of cpp/ssl reported for this connection.
+  struct HookLog {
+    uint64_t calls = 0;
+    int last_fd = -1;
+  };
+
+  TlsConn(bssl::UniquePtr<SSL> ssl, std::shared_ptr<HookLog> hook_log);
   // Frees the SSL: an operation in flight is cancelled, nothing fires afterwards.
   ~TlsConn();
   TlsConn(const TlsConn&) = delete;
@@ -52,11 +58,15 @@ class TlsConn {
   rust::String alpn() const;
   rust::String describe() const;
   rust::String last_error() const;
+  // Calls of the pending-fd hook so far, and the fd of the last one (-1 = ended).
+  uint64_t hook_calls() const;
+  int32_t hook_last_fd() const;
 
  private:
   ffi::TlsIo result(int ret, const char* what);
 
   bssl::UniquePtr<SSL> ssl_;
+  std::shared_ptr<HookLog> hook_log_;
   std::string last_error_;
 };
 

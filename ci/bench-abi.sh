@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Benchmark: new-connection TLS 1.3 handshakes per second through `envoy-qat serve`, with
+# private-key operations through the provider (cpp/ssl -> engine -> software backend)
+# against the same server with the key handed to BoringSSL directly (--key-mode
+# boringssl, Envoy's fallback path), RSA-2048 and ECDSA P-256, in one run. Each h2load
+# request is a new TLS connection (HTTP/1.1 with Connection: close).
+#   usage: ci/bench-abi.sh [REQUESTS=3000] [CLIENTS=50]
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+n=${1:-3000}
+c=${2:-50}
+export ENVOY_QAT_DEPS="${ENVOY_QAT_DEPS:-$repo/build/qat-deps}"
+cargo build --release --locked --bin envoy-qat 2>&1 | tail -1
+bin=target/release/envoy-qat
+work=$(mktemp -d)
+pid=""
+trap '[[ -n "$pid" ]] && kill "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+
+run() { # KEYTYPE MODE [extra serve args] -> prints one line, sets $rate
+  local kt=$1 mode=$2
+  shift 2
+  local log="$work/$kt-$mode.log"
+  : >"$log"
+  "$bin" serve --listen 127.0.0.1:0 --key-type "$kt" --key-mode "$mode" "$@" >"$log" 2>&1 &
+  pid=$!
+  local port=""
+  for _ in $(seq 1 300); do
+    port=$(sed -n 's|.*listening on https://127.0.0.1:\([0-9]*\)/.*|\1|p' "$log")
+    [[ -n "$port" ]] && break
+    sleep 0.1
+  done
+  # Warm up, then measure.
+  h2load --h1 -n 200 -c "$c" -H 'Connection: close' "https://127.0.0.1:$port/" >/dev/null 2>&1
+  local out
+  out=$(h2load --h1 -n "$n" -c "$c" -H 'Connection: close' "https://127.0.0.1:$port/" 2>&1)
+  kill -TERM "$pid"
+  wait "$pid" || true
+  pid=""
+  rate=$(grep -o 'finished in [^,]*, [0-9.]*' <<<"$out" | awk '{print $NF}')
+  local ok connect p50 p99
+  ok=$(grep -o '[0-9]* succeeded' <<<"$out" | awk '{print $1}')
+  connect=$(grep '^time for connect' <<<"$out" | awk '{print "mean " $6 " max " $5}')
+  p50=$(grep -o 'handshake_p50=[^ ]*' "$log" | cut -d= -f2)
+  p99=$(grep -o 'handshake_p99=[^ ]*' "$log" | cut -d= -f2)
+  printf '%-8s %-34s %9s handshakes/s  ok=%s  server handshake p50=%s p99=%s  h2load connect %s\n' \
+    "$kt" "$mode $*" "$rate" "$ok" "$p50" "$p99" "$connect"
+}
+
+echo "h2load --h1 -n $n -c $c -H 'Connection: close' (each request a new TLS 1.3 handshake); $(nproc) cores"
+for kt in rsa2048 p256; do
+  run "$kt" provider --backend soft
+  prov=$rate
+  run "$kt" boringssl
+  base=$rate
+  awk -v p="$prov" -v b="$base" -v k="$kt" 'BEGIN { printf "%-8s ratio provider(soft)/boringssl = %.2f\n", k, p / b }'
+done
