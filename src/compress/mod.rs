@@ -23,6 +23,11 @@
 //!   feature, used directly because its `Deflate` takes Envoy gzip's `memory_level`).
 //!   Each stream owns a deflate state, created on the stream's first byte and freed at
 //!   `Finish`; sync flushes keep the dictionary across flushes, as Envoy's gzip does.
+//!   A zlib-rs state costs about 165 KB at Envoy gzip's defaults (window 12, memory
+//!   level 5) and 380 KB at zlib's (15, 8): zlib-rs's hash head table is a fixed 128 KiB
+//!   whatever the memory level (C zlib scales it down). So at most `max_stream_states`
+//!   streams per factory (default 512) hold their own state; streams beyond that share
+//!   the per-thread full-flush state described below and hold nothing between calls.
 //! - **QATzip** (`backend: qatzip`, or `auto` when libqatzip loads): libqatzip.so.3 is
 //!   opened at run time (never linked). One QATzip session per worker thread (per
 //!   factory) serves every stream on that thread: QATzip binds a session to a QAT
@@ -124,6 +129,7 @@ pub struct CompressStats {
     flushes: AtomicU64,
     errors: AtomicU64,
     deflate_states: AtomicU64,
+    shared_state_streams: AtomicU64,
 }
 
 /// A point-in-time copy of [`CompressStats`].
@@ -147,6 +153,9 @@ pub struct StatsSnapshot {
     pub errors: u64,
     /// Per-stream deflate states alive now (software backend).
     pub deflate_states: u64,
+    /// Streams that used the shared per-thread state because `max_stream_states` was
+    /// reached (software backend).
+    pub shared_state_streams: u64,
     /// Bytes a stream holds while idle before its first data: the `Compressor` itself.
     pub idle_stream_bytes_before_data: usize,
     /// Bytes a stream holds while idle after a `Flush` (software: plus its deflate state).
@@ -232,6 +241,7 @@ impl CompressorFactory {
             finished: false,
             crc: 0,
             len: 0,
+            shared: false,
             soft: None,
         }
     }
@@ -282,6 +292,7 @@ impl CompressorFactory {
             flushes: s.flushes.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
             deflate_states: s.deflate_states.load(Ordering::Relaxed),
+            shared_state_streams: s.shared_state_streams.load(Ordering::Relaxed),
             idle_stream_bytes_before_data: base,
             idle_stream_bytes_after_flush: after,
         }
@@ -296,6 +307,8 @@ pub struct Compressor {
     finished: bool,
     crc: u32,
     len: u64,
+    /// Software backend: this stream uses the per-thread full-flush state.
+    shared: bool,
     /// Software backend: the stream's deflate state, from its first byte to Finish.
     soft: Option<Box<Deflate>>,
 }
@@ -332,6 +345,18 @@ impl Compressor {
         self.finished
     }
 
+    /// Reserve one of the factory's `max_stream_states` deflate states.
+    fn take_state_slot(&self) -> bool {
+        let max = u64::from(self.f.cfg.max_stream_states);
+        self.f
+            .stats
+            .deflate_states
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     fn drop_soft(&mut self) {
         if self.soft.take().is_some() {
             self.f.stats.deflate_states.fetch_sub(1, Ordering::Relaxed);
@@ -362,31 +387,42 @@ impl Compressor {
         let chunk = cfg.chunk_size as usize;
         match &f.engine {
             Engine::Software => {
-                if !input.is_empty() || mode == Mode::Finish {
-                    if self.soft.is_none() && !input.is_empty() {
+                if self.soft.is_none() && !self.shared && !input.is_empty() {
+                    if self.take_state_slot() {
                         self.soft = Some(Box::new(new_raw_deflate(
                             cfg.compression_level,
                             cfg.window_bits,
                             cfg.memory_level,
                         )));
-                        stats.deflate_states.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.shared = true;
+                        stats.shared_state_streams.fetch_add(1, Ordering::Relaxed);
                     }
-                    match (&mut self.soft, mode) {
-                        (Some(z), Mode::Flush) => {
-                            deflate_into(z, input, out, DeflateFlush::SyncFlush, chunk)
-                                .map_err(|e| CompressError::Engine(e.0))?
-                        }
-                        (Some(z), Mode::Finish) => {
-                            deflate_into(z, input, out, DeflateFlush::Finish, chunk)
-                                .map_err(|e| CompressError::Engine(e.0))?
-                        }
-                        // Finish with no data ever: just the empty final block.
-                        (None, _) => out.extend_from_slice(&EMPTY_FINAL_BLOCK),
-                    }
-                    stats
-                        .sw_bytes_in
-                        .fetch_add(input.len() as u64, Ordering::Relaxed);
                 }
+                let flush = match mode {
+                    Mode::Flush => DeflateFlush::SyncFlush,
+                    Mode::Finish => DeflateFlush::Finish,
+                };
+                match &mut self.soft {
+                    Some(z) if !input.is_empty() || mode == Mode::Finish => {
+                        deflate_into(z, input, out, flush, chunk)
+                            .map_err(|e| CompressError::Engine(e.0))?
+                    }
+                    Some(_) => {}
+                    None => {
+                        // Shared per-thread state, or no data ever: self-contained
+                        // full-flush blocks, then the empty final block at Finish.
+                        if !input.is_empty() {
+                            software_segment(cfg, input, out)?;
+                        }
+                        if mode == Mode::Finish {
+                            out.extend_from_slice(&EMPTY_FINAL_BLOCK);
+                        }
+                    }
+                }
+                stats
+                    .sw_bytes_in
+                    .fetch_add(input.len() as u64, Ordering::Relaxed);
             }
             Engine::Qatzip(lib) => {
                 if !input.is_empty() {
