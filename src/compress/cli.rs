@@ -765,7 +765,14 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
             };
             match CompressorFactory::new(cfg) {
                 Ok(f) => {
+                    // Measure QATzip itself, not the zlib-rs shortcut taken without a device.
+                    if let Some(l) = f.qatzip_lib() {
+                        l.set_no_device_shortcut(false);
+                    }
                     let (secs, out) = time_ours(&f, &data).map_err(|e| (EXIT_FAILED, e))?;
+                    if let Some(l) = f.qatzip_lib() {
+                        l.set_no_device_shortcut(true);
+                    }
                     let s = f.stats();
                     let path = if s.hw_bytes_in > 0 {
                         "QAT device"

@@ -44,6 +44,8 @@
 //!   Inputs smaller than `input_size_threshold` go to a per-thread zlib-rs state with a
 //!   full flush per call, so a QATzip-mode stream holds no deflate state at all between
 //!   calls: memory per idle stream is the size of [`Compressor`].
+//!   With no device, QATzip's fallback is used for a first request, then zlib-rs
+//!   directly, re-probing QATzip every 30 s (see [`qatzip`]'s docs for why).
 //!   The extended return code of every QATzip call says whether the device or QATzip's
 //!   software fallback ran; [`CompressStats`] counts hardware and software bytes. One log
 //!   line (target `envoy_qat::compress`) says which path is in use.
@@ -145,6 +147,7 @@ pub struct CompressStats {
     errors: AtomicU64,
     deflate_states: AtomicU64,
     shared_state_streams: AtomicU64,
+    qatzip_bytes_in: AtomicU64,
 }
 
 /// A point-in-time copy of [`CompressStats`].
@@ -171,6 +174,9 @@ pub struct StatsSnapshot {
     /// Streams that used the shared per-thread state because `max_stream_states` was
     /// reached (software backend).
     pub shared_state_streams: u64,
+    /// Input bytes QATzip compressed (device or its own fallback); the rest of
+    /// `sw_bytes_in` went through zlib-rs.
+    pub qatzip_bytes_in: u64,
     /// Bytes a stream holds while idle before its first data: the `Compressor` itself.
     pub idle_stream_bytes_before_data: usize,
     /// Bytes a stream holds while idle after a `Flush` (software: plus its deflate state).
@@ -274,6 +280,14 @@ impl CompressorFactory {
         }
     }
 
+    /// The loaded QATzip library, when this factory uses it.
+    pub fn qatzip_lib(&self) -> Option<&Arc<qatzip::QatzipLib>> {
+        match &self.inner.engine {
+            Engine::Qatzip(l) => Some(l),
+            Engine::Software => None,
+        }
+    }
+
     /// Whether QATzip reached a QAT device on any thread so far (false: its software
     /// fallback ran, or the software backend is in use).
     pub fn qat_hardware_in_use(&self) -> bool {
@@ -308,6 +322,7 @@ impl CompressorFactory {
             errors: s.errors.load(Ordering::Relaxed),
             deflate_states: s.deflate_states.load(Ordering::Relaxed),
             shared_state_streams: s.shared_state_streams.load(Ordering::Relaxed),
+            qatzip_bytes_in: s.qatzip_bytes_in.load(Ordering::Relaxed),
             idle_stream_bytes_before_data: base,
             idle_stream_bytes_after_flush: after,
         }
@@ -473,7 +488,7 @@ impl Compressor {
     ) -> Result<(), CompressError> {
         let cfg = &self.f.cfg;
         let stats = &self.f.stats;
-        if input.len() >= cfg.input_size_threshold as usize {
+        if input.len() >= cfg.input_size_threshold as usize && !lib.device_absent() {
             // Bound each QATzip request (and its output buffer) by the stream buffer size.
             let step = cfg.stream_buffer_size as usize;
             let mut rest = input;
@@ -483,9 +498,11 @@ impl Compressor {
                 match lib.compress_full_flush(self.f.id, cfg, &rest[..n], out) {
                     Ok(qatzip::Ran::Hardware) => {
                         stats.hw_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        stats.qatzip_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Ok(qatzip::Ran::Software) => {
                         stats.sw_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        stats.qatzip_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
                         out.truncate(mark);
