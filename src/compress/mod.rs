@@ -52,25 +52,27 @@
 //!
 //! # Which level to pick
 //!
-//! Measured with `envoy-qat bench compress` (release build, one thread, a 2-core machine
-//! under load, so speeds vary by ~20% between runs; sizes do not). Generated mixed corpus,
-//! 33.6 MB, 1 MiB Flush pieces; size relative to `gzip -6` (ratio 3.29) and speed to it:
+//! Measured with `envoy-qat bench compress` (release build, one thread, best of 3 runs
+//! on a shared 2-core machine; speeds vary ~20% between invocations, sizes do not).
+//! Generated mixed corpus, 33.6 MB, 1 MiB Flush pieces; size and speed relative to
+//! `gzip -6` (ratio 3.29, 23.5 MB/s) measured in the same run:
 //!
 //! | compressor            | ratio | size/gzip-6 | speed/gzip-6 |
 //! |-----------------------|-------|-------------|--------------|
-//! | gzip -1               | 2.75  | 1.196       | 2.4x         |
-//! | zlib-rs level 1       | 2.38  | 1.385       | 7.5x         |
-//! | zlib-rs level 2       | 2.87  | 1.145       | 3.7-5.3x     |
-//! | zlib-rs level 3       | 3.02  | 1.090       | 3.8-4.0x     |
-//! | zlib-rs level 4       | 3.12  | 1.054       | 2.5-3.2x     |
-//! | zlib-rs level 5       | 3.21  | 1.027       | 2.2x         |
-//! | zlib-rs level 6       | 3.27  | 1.008       | 1.6-1.8x     |
-//! | zlib-rs level 7/8/9   | 3.32/3.33/3.30 | 0.99 | 1.0-1.5x  |
-//! | QATzip fallback 1 / 6 | 2.76 / 3.19 | 1.19 / 1.03 | 3.0x / 1.2x |
+//! | gzip -1               | 2.75  | 1.196       | 3.0x         |
+//! | pigz -6, 2 cores      | 3.29  | 1.002       | 2.1x         |
+//! | zlib-rs level 1       | 2.38  | 1.385       | 9.2x         |
+//! | zlib-rs level 2       | 2.87  | 1.145       | 4.6x         |
+//! | zlib-rs level 3       | 3.02  | 1.090       | 4.2x         |
+//! | zlib-rs level 4       | 3.12  | 1.054       | 3.3x         |
+//! | zlib-rs level 5       | 3.21  | 1.027       | 2.3x         |
+//! | zlib-rs level 6       | 3.27  | 1.008       | 2.0x         |
+//! | zlib-rs level 7/8/9   | 3.32/3.33/3.30 | 0.99/0.99/1.00 | 1.4/1.2/1.5x |
+//! | QATzip fallback 1/6/9 | 2.76/3.19/3.22 | 1.19/1.03/1.02 | 3.5/1.4/0.9x |
 //!
 //! zlib-rs level 1 compresses much worse than `gzip -1` (it uses a faster, greedier
 //! strategy; on Rust sources 3.76 vs 4.52). **Use level 6** when size matters (within 1%
-//! of `gzip -6`, about 1.7x its speed) and **level 3** for speed (about 9% larger than
+//! of `gzip -6`, about 2x its speed) and **level 3** for speed (about 9% larger than
 //! `gzip -6`, still smaller than `gzip -1`, about 4x `gzip -6`'s speed). Avoid level 1
 //! unless CPU is all that counts; 7-9 cost up to 1.7x the time of 6 for 1% less size.
 //! Upstream's proto default is level 1; envoy-qat keeps it for compatibility, so set
