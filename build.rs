@@ -49,6 +49,8 @@ fn qat_bindings(include: &Path, out: &Path) {
         .dynamic_link_require_all(false)
         .derive_default(true)
         .layout_tests(false)
+        // The C headers' comments hold C snippets that rustdoc would run as doctests.
+        .generate_comments(false)
         .generate()
         .expect("bindgen over qatlib headers failed")
         .write_to_file(out.join("qat_sys.rs"))
@@ -70,6 +72,8 @@ fn qatzip_bindings(include: &Path, out: &Path) {
         .dynamic_link_require_all(false)
         .derive_default(true)
         .layout_tests(false)
+        // The C headers' comments hold C snippets that rustdoc would run as doctests.
+        .generate_comments(false)
         .generate()
         .expect("bindgen over qatzip.h failed")
         .write_to_file(out.join("qatzip_sys.rs"))

@@ -210,3 +210,67 @@ pub fn format_result(r: &BenchResult) -> String {
         r.errors
     )
 }
+
+/// CPU time used by the calling process (all threads) so far.
+pub fn process_cpu() -> Duration {
+    rusage_cpu(libc::RUSAGE_SELF)
+}
+
+fn rusage_cpu(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we pass; `who` is RUSAGE_SELF or RUSAGE_THREAD.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// What an idle period cost.
+#[derive(Clone, Debug)]
+pub struct IdleCost {
+    /// CPU time spent during the period.
+    pub cpu: Duration,
+    /// Polls (wake-ups) during the period.
+    pub polls: u64,
+}
+
+/// CPU time and polls of `engine`'s poll thread over `period` with nothing in flight
+/// (the process is otherwise idle: the caller sleeps).
+pub fn idle_cost(engine: &Engine, period: Duration) -> IdleCost {
+    let polls0 = engine.stats().polls;
+    let cpu0 = process_cpu();
+    std::thread::sleep(period);
+    IdleCost {
+        cpu: process_cpu().saturating_sub(cpu0),
+        polls: engine.stats().polls - polls0,
+    }
+}
+
+/// The baseline for [`idle_cost`]: a timer-driven poll loop (sleep `poll_delay`, poll,
+/// repeat, whether or not anything is in flight), measured over the same period.
+pub fn timer_poll_cost(
+    backend: &dyn crate::backend::Backend,
+    poll_delay: Duration,
+    period: Duration,
+) -> IdleCost {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let cpu0 = rusage_cpu(libc::RUSAGE_THREAD);
+            let end = Instant::now() + period;
+            let mut polls = 0u64;
+            while Instant::now() < end {
+                std::thread::sleep(poll_delay);
+                backend.poll();
+                polls += 1;
+            }
+            IdleCost {
+                cpu: rusage_cpu(libc::RUSAGE_THREAD).saturating_sub(cpu0),
+                polls,
+            }
+        })
+        .join()
+        .expect("timer poll thread")
+    })
+}

@@ -167,7 +167,7 @@ impl ProviderConfig {
         self.validate()?;
         let (primary, fallback): (Arc<dyn Backend>, Option<Arc<dyn Backend>>) = match self.backend {
             BackendChoice::Soft => (self.soft(), None),
-            BackendChoice::Noop => (Arc::new(backend::noop::NoopBackend), None),
+            BackendChoice::Noop => (Arc::new(backend::noop::NoopBackend::new()), None),
             BackendChoice::Auto => {
                 tracing::info!("private-key backend: software (no QAT backend in this build)");
                 (self.soft(), None)

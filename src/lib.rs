@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod check;
 pub mod compress;
 pub mod config;
 pub mod engine;

@@ -63,6 +63,9 @@ enum Cmd {
     /// Measure compression (same as `bench compress`) next to gzip and pigz.
     #[command(after_help = EXIT_CODES)]
     BenchCompress(envoy_qat::compress::cli::BenchCompressArgs),
+    /// Is this node or pod ready for QAT? Devices, drivers, IOMMU, /dev/vfio, memlock,
+    /// IPC_LOCK, qatlib/QATzip, and optionally an Envoy config. Exit 0 ready, 1 not ready, 2 usage.
+    Check(envoy_qat::check::CheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -127,9 +130,13 @@ struct BenchArgs {
     /// Skip the `openssl speed` baseline.
     #[arg(long)]
     no_openssl: bool,
-    /// Skip the no-op backend engine-overhead line.
+    /// Skip the no-op backend engine-overhead lines.
     #[arg(long)]
     no_overhead: bool,
+    /// Also measure the idle poll thread's CPU over this many seconds, next to a
+    /// timer-driven poll loop (0 = skip).
+    #[arg(long, default_value_t = 0.0)]
+    idle_seconds: f64,
     #[command(flatten)]
     backend: BackendArgs,
     #[command(subcommand)]
@@ -143,6 +150,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let r = match cli.command {
         Cmd::Sign(a) => sign(a),
@@ -154,6 +162,7 @@ fn main() -> ExitCode {
         Cmd::Compress(a) => envoy_qat::compress::cli::run_compress(a),
         Cmd::Decompress(a) => envoy_qat::compress::cli::run_decompress(a),
         Cmd::BenchCompress(a) => envoy_qat::compress::cli::run_bench(a),
+        Cmd::Check(a) => return ExitCode::from(envoy_qat::check::run(a).clamp(0, 255) as u8),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -304,27 +313,50 @@ fn bench_cmd(a: BenchArgs) -> CmdResult {
     }
     engine.shutdown();
     if !a.no_overhead {
-        let noop = Engine::new(
-            Arc::new(backend::noop::NoopBackend),
-            None,
-            EngineConfig::default(),
-        );
         let key = Arc::new(
             PrivateKey::generate(envoy_qat::key::KeyType::EcP256)
                 .map_err(|e| (EXIT_FAILED, e.to_string()))?,
         );
-        let r = bench::run(
-            &noop,
-            &key,
-            Operation::Sign(SignatureScheme::EcdsaSecp256r1Sha256),
-            1,
-            dur,
-        )
-        .map_err(|e| (EXIT_FAILED, e.to_string()))?;
-        println!(
-            "{}   (engine round trip, no crypto)",
-            bench::format_result(&r)
-        );
+        let op = Operation::Sign(SignatureScheme::EcdsaSecp256r1Sha256);
+        for (backend, conc, what) in [
+            (
+                backend::noop::NoopBackend::new(),
+                1,
+                "engine round trip, no crypto",
+            ),
+            (
+                backend::noop::NoopBackend::polled(),
+                a.concurrency,
+                "through the poll thread, no crypto",
+            ),
+        ] {
+            let noop = Engine::new(Arc::new(backend), None, EngineConfig::default());
+            let r =
+                bench::run(&noop, &key, op, conc, dur).map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            println!("{}   ({what})", bench::format_result(&r));
+        }
+        if a.idle_seconds > 0.0 {
+            let period = Duration::from_secs_f64(a.idle_seconds);
+            let cfg = EngineConfig::default();
+            let poll_delay = cfg.poll_delay;
+            let engine = Engine::new(Arc::new(backend::noop::NoopBackend::polled()), None, cfg);
+            // Wake the poll thread with a burst, then leave it idle.
+            bench::run(&engine, &key, op, 16, Duration::from_millis(100))
+                .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            std::thread::sleep(Duration::from_millis(50));
+            let ours = bench::idle_cost(&engine, period);
+            let timer =
+                bench::timer_poll_cost(&backend::noop::NoopBackend::polled(), poll_delay, period);
+            println!(
+                "idle {:.0} s: poll thread {} polls, {:.3} ms CPU; timer-driven poll loop every {:?}: {} polls, {:.3} ms CPU",
+                period.as_secs_f64(),
+                ours.polls,
+                ours.cpu.as_secs_f64() * 1e3,
+                poll_delay,
+                timer.polls,
+                timer.cpu.as_secs_f64() * 1e3,
+            );
+        }
     }
     Ok(())
 }

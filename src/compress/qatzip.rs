@@ -38,10 +38,13 @@ use super::config::CompressorConfig;
     non_snake_case,
     dead_code,
     clippy::all,
+    // bindgen's generated loader: its unsafe blocks are the dlsym'd calls themselves.
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc,
     unsafe_op_in_unsafe_fn,
     rustdoc::all
 )]
-mod sys {
+pub(crate) mod sys {
     include!(concat!(env!("OUT_DIR"), "/qatzip_sys.rs"));
 }
 

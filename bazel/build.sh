@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Build the custom Envoy (bazel/BUILD.bazel //:envoy) on a machine with internet access.
+# Reads the Bazel version and the build image from the pinned Envoy release itself, so
+# every tool version is the one Envoy pins. Run inside Envoy's build image (Dockerfile.envoy
+# does), or on a host with bazelisk, clang and the qatlib/QATzip -dev headers.
+#   usage: bazel/build.sh [extra bazel build flags]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+ver=$(sed -n 's/^ENVOY_VERSION = "\(.*\)"/\1/p' "$here/versions.bzl")
+sha=$(sed -n 's/^ENVOY_SHA256 = "\(.*\)"/\1/p' "$here/versions.bzl")
+cache="${ENVOY_QAT_BAZEL_CACHE:-$here/.cache}"
+mkdir -p "$cache"
+tarball="$cache/envoy-$ver.tar.gz"
+if [[ ! -f "$tarball" ]]; then
+  curl -fsSL -o "$tarball.part" "https://github.com/envoyproxy/envoy/archive/v$ver.tar.gz"
+  mv "$tarball.part" "$tarball"
+fi
+echo "$sha  $tarball" | sha256sum -c --quiet
+# Envoy's .bazelrc (build settings, toolchains) and .bazelversion, from the same archive.
+tar -xzf "$tarball" -C "$cache" "envoy-$ver/.bazelrc" "envoy-$ver/.bazelversion"
+cp "$cache/envoy-$ver/.bazelversion" "$here/.bazelversion"
+cp "$cache/envoy-$ver/.bazelrc" "$here/envoy.bazelrc"
+if [[ ! -f "$here/cargo-bazel-lock.json" ]]; then
+  # First build: let crate_universe write the lock file from Cargo.lock; commit it afterwards.
+  export CARGO_BAZEL_REPIN=1
+fi
+cd "$here"
+bazelisk build -c opt //:envoy "$@"
+echo "built: $(bazelisk info -c opt bazel-bin)/envoy"
