@@ -79,6 +79,9 @@ pub struct CompressArgs {
     /// Inputs below this many bytes go to software (QATzip backend), 128-524288.
     #[arg(long, default_value_t = 1024)]
     pub input_size_threshold: u32,
+    /// Bytes per compress call, each ending with a Flush (Envoy flushes every data frame).
+    #[arg(long, default_value_t = BLOCK, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1 << 30))]
+    pub flush_every: usize,
     /// Never show a progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -260,13 +263,18 @@ fn compress_stream(
     output: &mut dyn Write,
     name: &str,
     progress: &mut Progress,
+    block_size: usize,
 ) -> CliResult {
     let mut c = factory.create();
-    let mut block = vec![0u8; BLOCK];
+    let mut block = vec![0u8; block_size.max(1)];
     loop {
         let n = read_full(input, &mut block).map_err(|e| (EXIT_INPUT, format!("{name}: {e}")))?;
         let mut buf = block[..n].to_vec();
-        let mode = if n < BLOCK { Mode::Finish } else { Mode::Flush };
+        let mode = if n < block.len() {
+            Mode::Finish
+        } else {
+            Mode::Flush
+        };
         c.compress(&mut buf, mode)
             .map_err(|e| (EXIT_FAILED, format!("{name}: {e}")))?;
         output
@@ -364,6 +372,7 @@ pub fn run_compress(a: CompressArgs) -> CliResult {
             &mut std::io::BufWriter::new(stdout.lock()),
             "standard input",
             &mut p,
+            a.flush_every,
         );
     }
     for f in &a.files {
@@ -379,6 +388,7 @@ pub fn run_compress(a: CompressArgs) -> CliResult {
                 &mut std::io::BufWriter::new(stdout.lock()),
                 &name,
                 &mut p,
+                a.flush_every,
             )?;
         } else {
             if f.extension().is_some_and(|e| e == "gz") {
@@ -391,7 +401,7 @@ pub fn run_compress(a: CompressArgs) -> CliResult {
             outp.push(".gz");
             let outp = PathBuf::from(outp);
             let mut out = create_output(&outp, a.force)?;
-            compress_stream(&factory, &mut input, &mut out, &name, &mut p)?;
+            compress_stream(&factory, &mut input, &mut out, &name, &mut p, a.flush_every)?;
             if !a.keep {
                 std::fs::remove_file(f).map_err(|e| (EXIT_FAILED, format!("{name}: {e}")))?;
             }
