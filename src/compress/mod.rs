@@ -202,7 +202,6 @@ enum Engine {
 }
 
 struct FactoryInner {
-    id: u64,
     cfg: CompressorConfig,
     engine: Engine,
     stats: CompressStats,
@@ -214,8 +213,6 @@ struct FactoryInner {
 pub struct CompressorFactory {
     inner: Arc<FactoryInner>,
 }
-
-static NEXT_FACTORY_ID: AtomicU64 = AtomicU64::new(1);
 
 impl CompressorFactory {
     /// Validate `cfg` and pick the backend: `auto` uses QATzip when libqatzip loads
@@ -244,7 +241,6 @@ impl CompressorFactory {
         }
         Ok(Self {
             inner: Arc::new(FactoryInner {
-                id: NEXT_FACTORY_ID.fetch_add(1, Ordering::Relaxed),
                 cfg,
                 engine,
                 stats: CompressStats::default(),
@@ -497,7 +493,7 @@ impl Compressor {
             while !rest.is_empty() {
                 let n = rest.len().min(step);
                 let mark = out.len();
-                match lib.compress_full_flush(self.f.id, cfg, &rest[..n], out) {
+                match lib.compress_full_flush(cfg, &rest[..n], out) {
                     Ok(qatzip::Ran::Hardware) => {
                         stats.hw_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                         stats.qatzip_bytes_in.fetch_add(n as u64, Ordering::Relaxed);

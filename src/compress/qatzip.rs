@@ -232,7 +232,6 @@ impl QatzipLib {
     /// self-contained, byte-aligned, non-final deflate blocks.
     pub fn compress_full_flush(
         self: &Arc<Self>,
-        _factory: u64,
         cfg: &CompressorConfig,
         input: &[u8],
         out: &mut Vec<u8>,
