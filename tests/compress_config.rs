@@ -131,3 +131,14 @@ fn proto_json_errors() {
         assert!(e.contains(want), "{v}: got {e:?}, want {want:?}");
     }
 }
+
+#[test]
+fn types_cross_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    // A factory is shared by all workers; a compressor may move between threads.
+    send::<envoy_qat::compress::CompressorFactory>();
+    sync::<envoy_qat::compress::CompressorFactory>();
+    send::<envoy_qat::compress::Compressor>();
+    send::<envoy_qat::compress::Decompressor>();
+}

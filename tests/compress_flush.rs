@@ -119,3 +119,55 @@ fn flush_points_with_random_data() {
         flate2_streaming_check(&gz, &marks, &plain);
     }
 }
+
+#[test]
+fn shared_state_streams_flush_points_decode() {
+    use envoy_qat::compress::{CompressBackend, CompressorConfig, CompressorFactory};
+    // max_stream_states 1 and one stream holding it: the next streams use the shared
+    // per-thread state; interleave two of them call by call.
+    let f = CompressorFactory::new(CompressorConfig {
+        backend: CompressBackend::Software,
+        compression_level: 6,
+        max_stream_states: 1,
+        ..CompressorConfig::default()
+    })
+    .unwrap();
+    let mut holder = f.create();
+    let mut b = b"holds the only state".to_vec();
+    holder
+        .compress(&mut b, envoy_qat::compress::Mode::Flush)
+        .unwrap();
+    let pa = text_bytes(200_000, 1);
+    let pb = text_bytes(200_000, 2);
+    let (mut a, mut bb) = (f.create(), f.create());
+    let (mut oa, mut ob) = (Vec::new(), Vec::new());
+    let (mut ma, mut mb) = (Vec::new(), Vec::new());
+    for (i, (ca, cb)) in pa.chunks(3000).zip(pb.chunks(3000)).enumerate() {
+        for (c, chunk, o, m) in [
+            (&mut a, ca, &mut oa, &mut ma),
+            (&mut bb, cb, &mut ob, &mut mb),
+        ] {
+            let mut x = chunk.to_vec();
+            c.compress(&mut x, envoy_qat::compress::Mode::Flush)
+                .unwrap();
+            o.extend_from_slice(&x);
+            m.push(((i + 1) * 3000usize, o.len()));
+        }
+    }
+    for (c, o, m, p) in [
+        (&mut a, &mut oa, &mut ma, &pa),
+        (&mut bb, &mut ob, &mut mb, &pb),
+    ] {
+        let mut x = Vec::new();
+        c.compress(&mut x, envoy_qat::compress::Mode::Finish)
+            .unwrap();
+        o.extend_from_slice(&x);
+        let fed = m.last().unwrap().0.min(p.len());
+        let last = m.len() - 1;
+        m[last].0 = fed;
+        m.push((p.len(), o.len()));
+        python_streaming_check(o, m, p);
+        assert_gzip_d(o, p);
+    }
+    assert_eq!(f.stats().shared_state_streams, 2);
+}

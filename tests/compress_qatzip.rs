@@ -47,16 +47,22 @@ fn bad_library_path_is_a_clear_error() {
     assert!(e.contains("missing symbols"), "{e}");
 }
 
+/// Tests that switch the library's process-wide no-device shortcut take turns.
+static SHORTCUT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn one_session_per_thread_shared_by_interleaved_streams() {
+    let _turn = SHORTCUT.lock().unwrap_or_else(|e| e.into_inner());
     let f = factory(CompressBackend::Qatzip, 6);
+    // Every request to QATzip (no zlib-rs shortcut) so sessions are really used.
+    f.qatzip_lib().unwrap().set_no_device_shortcut(false);
     let before = qatzip::thread_session_count();
-    // 50 streams on this thread, interleaved call by call, all above the threshold.
-    let data: Vec<Vec<u8>> = (0..50)
+    // 20 streams on this thread, interleaved call by call, all above the threshold.
+    let data: Vec<Vec<u8>> = (0..20)
         .map(|i| text_bytes(20_000 + i * 37, i as u64))
         .collect();
-    let mut cs: Vec<_> = (0..50).map(|_| f.create()).collect();
-    let mut outs = vec![Vec::new(); 50];
+    let mut cs: Vec<_> = (0..20).map(|_| f.create()).collect();
+    let mut outs = vec![Vec::new(); 20];
     for round in 0..4 {
         for (i, c) in cs.iter_mut().enumerate() {
             let d = &data[i];
@@ -81,10 +87,20 @@ fn one_session_per_thread_shared_by_interleaved_streams() {
         "one session for this thread"
     );
     for (o, d) in outs.iter().zip(&data) {
-        assert_python_zlib(o, d);
+        let got = envoy_qat::compress::decompress::decompress_all(
+            o,
+            envoy_qat::compress::Format::Gzip,
+            envoy_qat::compress::DecompressLimits::unlimited(),
+        )
+        .unwrap();
+        assert!(got == *d);
     }
+    // C zlib agrees (one subprocess, not one per stream).
+    assert_python_zlib(&outs[0], &data[0]);
+    assert_python_zlib(&outs[19], &data[19]);
     // Other threads get their own session.
     let f2 = f.clone();
+    let lib = f.qatzip_lib().unwrap().clone();
     std::thread::spawn(move || {
         assert_eq!(qatzip::thread_session_count(), 0);
         let d = text_bytes(10_000, 1);
@@ -94,6 +110,7 @@ fn one_session_per_thread_shared_by_interleaved_streams() {
     })
     .join()
     .unwrap();
+    lib.set_no_device_shortcut(true);
 }
 
 #[test]
@@ -111,4 +128,34 @@ fn threshold_routes_small_inputs_to_zlib_rs() {
     // Below the threshold QATzip was not even asked: no session on this thread.
     assert_eq!(qatzip::thread_session_count(), before);
     assert_eq!(f.stats().sw_bytes_in, 4095);
+}
+
+#[test]
+fn without_a_device_qatzip_is_probed_then_zlib_rs_takes_over() {
+    let _turn = SHORTCUT.lock().unwrap_or_else(|e| e.into_inner());
+    let f = factory(CompressBackend::Qatzip, 6);
+    // Enough data for several QATzip-sized requests, in separate calls.
+    let d = text_bytes(400_000, 77);
+    let mut c = f.create();
+    let (gz, _) = compress_pieces(&mut c, &d, 100_000);
+    assert_python_zlib(&gz, &d);
+    let s = f.stats();
+    assert_eq!(s.hw_bytes_in, 0);
+    assert_eq!(s.sw_bytes_in, d.len() as u64);
+    // Only probes went to QATzip: the first request, and one more per 30 s interval.
+    assert!(
+        s.qatzip_bytes_in <= 100_000,
+        "{} bytes through QATzip",
+        s.qatzip_bytes_in
+    );
+    assert!(f.qatzip_lib().unwrap().device_absent());
+    // With the shortcut off every request goes to QATzip's own fallback.
+    let f2 = factory(CompressBackend::Qatzip, 6);
+    let lib = f2.qatzip_lib().unwrap().clone();
+    lib.set_no_device_shortcut(false);
+    let mut c = f2.create();
+    let (gz, _) = compress_pieces(&mut c, &d, 100_000);
+    lib.set_no_device_shortcut(true);
+    assert_python_zlib(&gz, &d);
+    assert_eq!(f2.stats().qatzip_bytes_in, d.len() as u64);
 }

@@ -163,3 +163,64 @@ fn qatzip_large_mixed_pieces() {
     let s = f.stats();
     assert_eq!(s.hw_bytes_in + s.sw_bytes_in, data.len() as u64);
 }
+
+#[test]
+fn concurrent_streams_on_many_threads() {
+    // 8 threads x 250 live streams each, fed round-robin in 2-6 KiB Flush pieces, one
+    // factory shared by all threads (as Envoy shares it across workers).
+    for be in backends() {
+        let f = factory(be, 6);
+        let handles: Vec<_> = (0..8u64)
+            .map(|t| {
+                let f = f.clone();
+                std::thread::spawn(move || {
+                    let datas: Vec<Vec<u8>> = (0..250u64)
+                        .map(|i| text_bytes(6000 + (i as usize * 13) % 5000, t * 1000 + i))
+                        .collect();
+                    let mut cs: Vec<_> = datas.iter().map(|_| f.create()).collect();
+                    let mut outs = vec![Vec::new(); datas.len()];
+                    let mut pos = vec![0usize; datas.len()];
+                    let mut open = datas.len();
+                    let mut round = 0usize;
+                    while open > 0 {
+                        for i in 0..datas.len() {
+                            if cs[i].is_finished() {
+                                continue;
+                            }
+                            let step = 2048 + ((i + round) % 5) * 1024;
+                            let end = (pos[i] + step).min(datas[i].len());
+                            let mut b = datas[i][pos[i]..end].to_vec();
+                            let mode = if end == datas[i].len() {
+                                Mode::Finish
+                            } else {
+                                Mode::Flush
+                            };
+                            cs[i].compress(&mut b, mode).unwrap();
+                            outs[i].extend_from_slice(&b);
+                            pos[i] = end;
+                            if mode == Mode::Finish {
+                                open -= 1;
+                            }
+                        }
+                        round += 1;
+                    }
+                    for (o, d) in outs.iter().zip(&datas) {
+                        let got =
+                            decompress_all(o, Format::Gzip, DecompressLimits::unlimited()).unwrap();
+                        assert!(got == *d);
+                    }
+                    // A sample through the system gzip.
+                    assert_gzip_d(&outs[0], &datas[0]);
+                    datas.iter().map(|d| d.len() as u64).sum::<u64>()
+                })
+            })
+            .collect();
+        let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        let s = f.stats();
+        assert_eq!(s.streams_created, 2000);
+        assert_eq!(s.streams_finished, 2000);
+        assert_eq!(s.bytes_in, total);
+        assert_eq!(s.hw_bytes_in + s.sw_bytes_in, total);
+        assert_eq!(s.deflate_states, 0);
+    }
+}

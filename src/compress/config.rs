@@ -164,6 +164,11 @@ pub struct CompressorConfig {
     pub window_bits: u32,
     /// Deflate hash memory, 1 (least) to 9 (software path).
     pub memory_level: u32,
+    /// Software backend: most streams of this factory that hold their own deflate state
+    /// at once (0 = no limit). Streams beyond it share a per-thread state with a full
+    /// flush per call (no dictionary across calls, nothing held between calls), so
+    /// memory stays bounded however many streams are open.
+    pub max_stream_states: u32,
     /// Which engine compresses.
     pub backend: CompressBackend,
 }
@@ -178,6 +183,7 @@ impl Default for CompressorConfig {
             chunk_size: 4096,
             window_bits: 12,
             memory_level: 5,
+            max_stream_states: 512,
             backend: CompressBackend::Auto,
         }
     }
@@ -221,8 +227,8 @@ impl CompressorConfig {
     /// Read Envoy's proto3 JSON form of the `Qatzip` message (as in a `typed_config`
     /// converted from YAML): snake_case or lowerCamelCase names; numbers, numeric strings
     /// or `{"value": N}` for the wrapped integers; enum names or numbers. An `@type` key,
-    /// if present, must name the `Qatzip` message. `window_bits`, `memory_level` and
-    /// `backend` are envoy-qat extensions. Unknown fields are errors (Envoy rejects them
+    /// if present, must name the `Qatzip` message. `window_bits`, `memory_level`,
+    /// `max_stream_states` and `backend` are envoy-qat extensions. Unknown fields are errors (Envoy rejects them
     /// too). The result is validated.
     pub fn from_proto_json(v: &Value) -> Result<Self, CompressConfigError> {
         let obj = v.as_object().ok_or_else(|| {
@@ -257,6 +263,9 @@ impl CompressorConfig {
                 "memory_level" | "memoryLevel" => {
                     cfg.memory_level = wrapped_u32("memory_level", val)?
                 }
+                "max_stream_states" | "maxStreamStates" => {
+                    cfg.max_stream_states = wrapped_u32("max_stream_states", val)?
+                }
                 "backend" => {
                     cfg.backend = CompressBackend::parse(val.as_str().unwrap_or_default())?
                 }
@@ -266,7 +275,7 @@ impl CompressorConfig {
                         format!(
                             "unknown field {other:?}: the Qatzip message has compression_level, \
                              hardware_buffer_size, input_size_threshold, stream_buffer_size, \
-                             chunk_size (and envoy-qat's window_bits, memory_level, backend)"
+                             chunk_size (and envoy-qat's window_bits, memory_level, max_stream_states, backend)"
                         ),
                     ))
                 }

@@ -44,8 +44,9 @@ pub fn new_raw_deflate(level: u32, window_bits: u32, memory_level: u32) -> Defla
 pub fn deflate_state_bytes(window_bits: u32, memory_level: u32) -> usize {
     let w = 1usize << window_bits;
     let lit_bufsize = 1usize << (memory_level + 6);
-    // window 2w bytes, prev w u16, head 65536 u16, pending 4*lit, symbols 3*lit (+ 64 align)
-    2 * w + 2 * w + 2 * 65536 + 4 * lit_bufsize + 3 * lit_bufsize + 64
+    // window 2w bytes, prev w u16, head 65536 u16, pending 4*lit, symbols 3*lit (+ 64
+    // align), and zlib-rs's internal state struct (about 3 KiB, measured).
+    2 * w + 2 * w + 2 * 65536 + 4 * lit_bufsize + 3 * lit_bufsize + 64 + 3 * 1024
 }
 
 /// Run `input` through `z` with `flush`, appending to `out` in steps of `chunk` bytes.

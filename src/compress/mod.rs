@@ -23,6 +23,11 @@
 //!   feature, used directly because its `Deflate` takes Envoy gzip's `memory_level`).
 //!   Each stream owns a deflate state, created on the stream's first byte and freed at
 //!   `Finish`; sync flushes keep the dictionary across flushes, as Envoy's gzip does.
+//!   A zlib-rs state costs about 165 KB at Envoy gzip's defaults (window 12, memory
+//!   level 5) and 380 KB at zlib's (15, 8): zlib-rs's hash head table is a fixed 128 KiB
+//!   whatever the memory level (C zlib scales it down). So at most `max_stream_states`
+//!   streams per factory (default 512) hold their own state; streams beyond that share
+//!   the per-thread full-flush state described below and hold nothing between calls.
 //! - **QATzip** (`backend: qatzip`, or `auto` when libqatzip loads): libqatzip.so.3 is
 //!   opened at run time (never linked). One QATzip session per worker thread (per
 //!   factory) serves every stream on that thread: QATzip binds a session to a QAT
@@ -39,21 +44,40 @@
 //!   Inputs smaller than `input_size_threshold` go to a per-thread zlib-rs state with a
 //!   full flush per call, so a QATzip-mode stream holds no deflate state at all between
 //!   calls: memory per idle stream is the size of [`Compressor`].
+//!   With no device, QATzip's fallback is used for a first request, then zlib-rs
+//!   directly, re-probing QATzip every 30 s (see [`qatzip`]'s docs for why).
 //!   The extended return code of every QATzip call says whether the device or QATzip's
 //!   software fallback ran; [`CompressStats`] counts hardware and software bytes. One log
 //!   line (target `envoy_qat::compress`) says which path is in use.
 //!
 //! # Which level to pick
 //!
-//! Measured with `envoy-qat bench-compress` on the default mixed corpus (see README):
-//! zlib-rs level 1 compresses much worse than `gzip -1` (it uses a faster, greedier
-//! strategy), while level 2 already matches `gzip -1`'s ratio at several times its
-//! speed. For HTTP responses use **level 6** when ratio matters (about `gzip -6`'s size,
-//! roughly twice its speed) and **level 2-4** for the best speed per byte saved; avoid
-//! level 1. Levels 7-9 cost much more time for little gain.
+//! Measured with `envoy-qat bench compress` (release build, one thread, best of 3 runs
+//! on a shared 2-core machine; speeds vary ~20% between invocations, sizes do not).
+//! Generated mixed corpus, 33.6 MB, 1 MiB Flush pieces; size and speed relative to
+//! `gzip -6` (ratio 3.29, 23.5 MB/s) measured in the same run:
 //!
-//! On QAT hardware the level matters less; QATzip's own software fallback uses zlib
-//! level 6 for levels 1-8 and 9 for 9.
+//! | compressor            | ratio | size/gzip-6 | speed/gzip-6 |
+//! |-----------------------|-------|-------------|--------------|
+//! | gzip -1               | 2.75  | 1.196       | 3.0x         |
+//! | pigz -6, 2 cores      | 3.29  | 1.002       | 2.1x         |
+//! | zlib-rs level 1       | 2.38  | 1.385       | 9.2x         |
+//! | zlib-rs level 2       | 2.87  | 1.145       | 4.6x         |
+//! | zlib-rs level 3       | 3.02  | 1.090       | 4.2x         |
+//! | zlib-rs level 4       | 3.12  | 1.054       | 3.3x         |
+//! | zlib-rs level 5       | 3.21  | 1.027       | 2.3x         |
+//! | zlib-rs level 6       | 3.27  | 1.008       | 2.0x         |
+//! | zlib-rs level 7/8/9   | 3.32/3.33/3.30 | 0.99/0.99/1.00 | 1.4/1.2/1.5x |
+//! | QATzip fallback 1/6/9 | 2.76/3.19/3.22 | 1.19/1.03/1.02 | 3.5/1.4/0.9x |
+//!
+//! zlib-rs level 1 compresses much worse than `gzip -1` (it uses a faster, greedier
+//! strategy; on Rust sources 3.76 vs 4.52). **Use level 6** when size matters (within 1%
+//! of `gzip -6`, about 2x its speed) and **level 3** for speed (about 9% larger than
+//! `gzip -6`, still smaller than `gzip -1`, about 4x `gzip -6`'s speed). Avoid level 1
+//! unless CPU is all that counts; 7-9 cost up to 1.7x the time of 6 for 1% less size.
+//! Upstream's proto default is level 1; envoy-qat keeps it for compatibility, so set
+//! `compression_level` explicitly. QATzip's software fallback uses C zlib at the given
+//! level, restarting the dictionary every hardware buffer (64 KiB), hence the 3% loss.
 
 pub mod cli;
 pub mod config;
@@ -124,6 +148,8 @@ pub struct CompressStats {
     flushes: AtomicU64,
     errors: AtomicU64,
     deflate_states: AtomicU64,
+    shared_state_streams: AtomicU64,
+    qatzip_bytes_in: AtomicU64,
 }
 
 /// A point-in-time copy of [`CompressStats`].
@@ -147,6 +173,12 @@ pub struct StatsSnapshot {
     pub errors: u64,
     /// Per-stream deflate states alive now (software backend).
     pub deflate_states: u64,
+    /// Streams that used the shared per-thread state because `max_stream_states` was
+    /// reached (software backend).
+    pub shared_state_streams: u64,
+    /// Input bytes QATzip compressed (device or its own fallback); the rest of
+    /// `sw_bytes_in` went through zlib-rs.
+    pub qatzip_bytes_in: u64,
     /// Bytes a stream holds while idle before its first data: the `Compressor` itself.
     pub idle_stream_bytes_before_data: usize,
     /// Bytes a stream holds while idle after a `Flush` (software: plus its deflate state).
@@ -170,7 +202,6 @@ enum Engine {
 }
 
 struct FactoryInner {
-    id: u64,
     cfg: CompressorConfig,
     engine: Engine,
     stats: CompressStats,
@@ -182,8 +213,6 @@ struct FactoryInner {
 pub struct CompressorFactory {
     inner: Arc<FactoryInner>,
 }
-
-static NEXT_FACTORY_ID: AtomicU64 = AtomicU64::new(1);
 
 impl CompressorFactory {
     /// Validate `cfg` and pick the backend: `auto` uses QATzip when libqatzip loads
@@ -212,7 +241,6 @@ impl CompressorFactory {
         }
         Ok(Self {
             inner: Arc::new(FactoryInner {
-                id: NEXT_FACTORY_ID.fetch_add(1, Ordering::Relaxed),
                 cfg,
                 engine,
                 stats: CompressStats::default(),
@@ -232,6 +260,7 @@ impl CompressorFactory {
             finished: false,
             crc: 0,
             len: 0,
+            shared: false,
             soft: None,
         }
     }
@@ -246,6 +275,14 @@ impl CompressorFactory {
         match self.inner.engine {
             Engine::Software => "soft",
             Engine::Qatzip(_) => "qatzip",
+        }
+    }
+
+    /// The loaded QATzip library, when this factory uses it.
+    pub fn qatzip_lib(&self) -> Option<&Arc<qatzip::QatzipLib>> {
+        match &self.inner.engine {
+            Engine::Qatzip(l) => Some(l),
+            Engine::Software => None,
         }
     }
 
@@ -282,6 +319,8 @@ impl CompressorFactory {
             flushes: s.flushes.load(Ordering::Relaxed),
             errors: s.errors.load(Ordering::Relaxed),
             deflate_states: s.deflate_states.load(Ordering::Relaxed),
+            shared_state_streams: s.shared_state_streams.load(Ordering::Relaxed),
+            qatzip_bytes_in: s.qatzip_bytes_in.load(Ordering::Relaxed),
             idle_stream_bytes_before_data: base,
             idle_stream_bytes_after_flush: after,
         }
@@ -296,6 +335,8 @@ pub struct Compressor {
     finished: bool,
     crc: u32,
     len: u64,
+    /// Software backend: this stream uses the per-thread full-flush state.
+    shared: bool,
     /// Software backend: the stream's deflate state, from its first byte to Finish.
     soft: Option<Box<Deflate>>,
 }
@@ -332,6 +373,18 @@ impl Compressor {
         self.finished
     }
 
+    /// Reserve one of the factory's `max_stream_states` deflate states.
+    fn take_state_slot(&self) -> bool {
+        let max = u64::from(self.f.cfg.max_stream_states);
+        self.f
+            .stats
+            .deflate_states
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     fn drop_soft(&mut self) {
         if self.soft.take().is_some() {
             self.f.stats.deflate_states.fetch_sub(1, Ordering::Relaxed);
@@ -362,31 +415,42 @@ impl Compressor {
         let chunk = cfg.chunk_size as usize;
         match &f.engine {
             Engine::Software => {
-                if !input.is_empty() || mode == Mode::Finish {
-                    if self.soft.is_none() && !input.is_empty() {
+                if self.soft.is_none() && !self.shared && !input.is_empty() {
+                    if self.take_state_slot() {
                         self.soft = Some(Box::new(new_raw_deflate(
                             cfg.compression_level,
                             cfg.window_bits,
                             cfg.memory_level,
                         )));
-                        stats.deflate_states.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.shared = true;
+                        stats.shared_state_streams.fetch_add(1, Ordering::Relaxed);
                     }
-                    match (&mut self.soft, mode) {
-                        (Some(z), Mode::Flush) => {
-                            deflate_into(z, input, out, DeflateFlush::SyncFlush, chunk)
-                                .map_err(|e| CompressError::Engine(e.0))?
-                        }
-                        (Some(z), Mode::Finish) => {
-                            deflate_into(z, input, out, DeflateFlush::Finish, chunk)
-                                .map_err(|e| CompressError::Engine(e.0))?
-                        }
-                        // Finish with no data ever: just the empty final block.
-                        (None, _) => out.extend_from_slice(&EMPTY_FINAL_BLOCK),
-                    }
-                    stats
-                        .sw_bytes_in
-                        .fetch_add(input.len() as u64, Ordering::Relaxed);
                 }
+                let flush = match mode {
+                    Mode::Flush => DeflateFlush::SyncFlush,
+                    Mode::Finish => DeflateFlush::Finish,
+                };
+                match &mut self.soft {
+                    Some(z) if !input.is_empty() || mode == Mode::Finish => {
+                        deflate_into(z, input, out, flush, chunk)
+                            .map_err(|e| CompressError::Engine(e.0))?
+                    }
+                    Some(_) => {}
+                    None => {
+                        // Shared per-thread state, or no data ever: self-contained
+                        // full-flush blocks, then the empty final block at Finish.
+                        if !input.is_empty() {
+                            software_segment(cfg, input, out)?;
+                        }
+                        if mode == Mode::Finish {
+                            out.extend_from_slice(&EMPTY_FINAL_BLOCK);
+                        }
+                    }
+                }
+                stats
+                    .sw_bytes_in
+                    .fetch_add(input.len() as u64, Ordering::Relaxed);
             }
             Engine::Qatzip(lib) => {
                 if !input.is_empty() {
@@ -422,19 +486,21 @@ impl Compressor {
     ) -> Result<(), CompressError> {
         let cfg = &self.f.cfg;
         let stats = &self.f.stats;
-        if input.len() >= cfg.input_size_threshold as usize {
+        if input.len() >= cfg.input_size_threshold as usize && !lib.device_absent() {
             // Bound each QATzip request (and its output buffer) by the stream buffer size.
             let step = cfg.stream_buffer_size as usize;
             let mut rest = input;
             while !rest.is_empty() {
                 let n = rest.len().min(step);
                 let mark = out.len();
-                match lib.compress_full_flush(self.f.id, cfg, &rest[..n], out) {
+                match lib.compress_full_flush(cfg, &rest[..n], out) {
                     Ok(qatzip::Ran::Hardware) => {
                         stats.hw_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        stats.qatzip_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Ok(qatzip::Ran::Software) => {
                         stats.sw_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        stats.qatzip_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
                         out.truncate(mark);

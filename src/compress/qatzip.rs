@@ -10,6 +10,17 @@
 //! our symbols stay out of the global scope and qatlib binds to its own libcrypto.so.3
 //! first (see DESIGN.md's BoringSSL pitfall). Libraries stay loaded for the life of the
 //! process (qatlib keeps global state; unloading it is not supported).
+//! Measured with the trixie libraries: opening libqatzip.so.3 by full path alone fails
+//! ("libusdm.so.0: cannot open shared object file"); opening libusdm.so.0 and libqat.so.4
+//! first, `RTLD_LOCAL`, makes its NEEDED entries resolve by soname.
+//!
+//! No device: QATzip still sets up a session (`qzInit(sess, 1)` succeeds) and compresses
+//! in its software fallback, but it retries the device every few requests and each retry
+//! prints three lines to stderr (qatlib's "Cannot open /dev/vfio", QATzip's "Error no
+//! hardware"). So once a request reports software execution with no hardware session,
+//! [`QatzipLib::device_absent`] is true for [`REPROBE_INTERVAL`]: callers then compress
+//! with zlib-rs directly (faster than QATzip's fallback, and quiet), and one request per
+//! interval probes QATzip again so a device that appears later is picked up.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,6 +28,7 @@ use std::ffi::c_uint;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use super::config::CompressorConfig;
 
@@ -35,6 +47,9 @@ use super::config::CompressorConfig;
 pub(crate) mod sys {
     include!(concat!(env!("OUT_DIR"), "/qatzip_sys.rs"));
 }
+
+/// How long a "no QAT device" result stands before QATzip is asked again.
+pub const REPROBE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Environment variable naming libqatzip.so.3 to load.
 pub const LIB_ENV: &str = "ENVOY_QATZIP_LIB";
@@ -58,6 +73,10 @@ pub struct QatzipLib {
     path: PathBuf,
     hardware_seen: AtomicBool,
     path_logged: AtomicBool,
+    /// When a request last ran in software for lack of a device.
+    no_device_at: Mutex<Option<Instant>>,
+    /// Whether `device_absent` may shortcut to zlib-rs (on by default).
+    shortcut: AtomicBool,
     // Keep the dependency handles open as long as libqatzip (never, in practice: the
     // loaded libraries are cached for the process's lifetime).
     _deps: Vec<libloading::Library>,
@@ -152,6 +171,8 @@ impl QatzipLib {
             path: path.to_path_buf(),
             hardware_seen: AtomicBool::new(false),
             path_logged: AtomicBool::new(false),
+            no_device_at: Mutex::new(None),
+            shortcut: AtomicBool::new(true),
             _deps: deps,
         })
     }
@@ -166,6 +187,30 @@ impl QatzipLib {
         self.hardware_seen.load(Ordering::Relaxed)
     }
 
+    /// True while a recent request found no QAT device (see the module docs); false at
+    /// most once per [`REPROBE_INTERVAL`] so the caller probes QATzip again.
+    pub fn device_absent(&self) -> bool {
+        if !self.shortcut.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut g = self.no_device_at.lock().unwrap_or_else(|e| e.into_inner());
+        match *g {
+            Some(t) if t.elapsed() < REPROBE_INTERVAL => true,
+            Some(_) => {
+                // Let this caller probe; others keep skipping until it reports.
+                *g = Some(Instant::now());
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Turn the no-device shortcut off (every request goes to QATzip, whose software
+    /// fallback then runs: for measuring it) or back on.
+    pub fn set_no_device_shortcut(&self, on: bool) {
+        self.shortcut.store(on, Ordering::Relaxed);
+    }
+
     fn log_path_once(&self, hw: bool, stat: i64) {
         if !self.path_logged.swap(true, Ordering::Relaxed) {
             if hw {
@@ -173,8 +218,10 @@ impl QatzipLib {
             } else {
                 tracing::info!(
                     target: "envoy_qat::compress",
-                    "compressor: QATzip software fallback, no QAT device (session status {stat}; {})",
-                    self.path.display()
+                    "compressor: QATzip software fallback, no QAT device (session status {stat}; {}); \
+                     compressing with zlib-rs and asking QATzip again every {} s",
+                    self.path.display(),
+                    REPROBE_INTERVAL.as_secs()
                 );
             }
         }
@@ -185,7 +232,6 @@ impl QatzipLib {
     /// self-contained, byte-aligned, non-final deflate blocks.
     pub fn compress_full_flush(
         self: &Arc<Self>,
-        _factory: u64,
         cfg: &CompressorConfig,
         input: &[u8],
         out: &mut Vec<u8>,
@@ -231,6 +277,9 @@ impl QatzipLib {
             let hw = ext & QZ_SW_EXECUTION_MASK == 0 && stat == QZ_OK as i64;
             if hw {
                 self.hardware_seen.store(true, Ordering::Relaxed);
+                *self.no_device_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            } else if stat != QZ_OK as i64 {
+                *self.no_device_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             }
             self.log_path_once(hw, stat);
             Ok(if hw { Ran::Hardware } else { Ran::Software })
