@@ -92,6 +92,23 @@ pub mod ffi {
         fixed_poll: bool,
     }
 
+    /// Statistics of a compressor factory (all its streams).
+    #[derive(Debug, Clone, Default)]
+    struct CompressorStats {
+        /// Streams created.
+        streams: u64,
+        /// Uncompressed bytes in.
+        bytes_in: u64,
+        /// gzip bytes out.
+        bytes_out: u64,
+        /// Input bytes a QAT device compressed.
+        hardware_bytes: u64,
+        /// Input bytes compressed in software.
+        software_bytes: u64,
+        /// Compression errors.
+        errors: u64,
+    }
+
     /// Result of a TLS call on a non-blocking socket.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum TlsStatus {
@@ -172,6 +189,31 @@ pub mod ffi {
 
         /// Log from C++ through `tracing` (level: 0 error, 1 warn, 2 info, 3 debug).
         fn log_from_cpp(level: u8, msg: &str);
+
+        /// Empty when the QAT backend itself is usable, else why not (one line). Envoy's
+        /// isAvailable() uses it: without QAT, `fallback: true` serves with Envoy's own key.
+        fn hardware_unavailable_reason(self: &QatEngine) -> String;
+
+        /// The `qatzip` compressor library: one per filter config, shared by workers.
+        type QatCompressorFactory;
+        /// One HTTP response's gzip stream.
+        type QatCompressor;
+        /// A factory from the Qatzip typed config in proto3 JSON (upstream's ranges).
+        fn compressor_factory_from_json(json: &str) -> Result<Box<QatCompressorFactory>>;
+        /// A new stream.
+        fn create(self: &QatCompressorFactory) -> Box<QatCompressor>;
+        /// Whether QAT hardware compresses (false: software, or QATzip's own fallback).
+        fn hardware_in_use(self: &QatCompressorFactory) -> bool;
+        /// Statistics of every stream of this factory.
+        fn stats(self: &QatCompressorFactory) -> CompressorStats;
+        /// Compress `input` (a Flush, or Finish when `finish`), appending gzip bytes to
+        /// `out`. False on failure (logged): the stream must end there.
+        fn compress(
+            self: &mut QatCompressor,
+            input: &[u8],
+            finish: bool,
+            out: &mut Vec<u8>,
+        ) -> bool;
     }
 
     #[namespace = "envoy_qat::ssl"]
@@ -669,5 +711,82 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.contains("poll_delay"), "{e}");
+    }
+}
+
+/// The `qatzip` compressor library behind the C ABI.
+pub struct QatCompressorFactory {
+    inner: crate::compress::CompressorFactory,
+}
+
+/// One gzip stream behind the C ABI.
+pub struct QatCompressor {
+    inner: crate::compress::Compressor,
+}
+
+fn compressor_factory_from_json(json: &str) -> Result<Box<QatCompressorFactory>, String> {
+    guard(
+        "compressor_factory_from_json",
+        || Err("internal error (panic) while creating the compressor".into()),
+        || {
+            let v: serde_json::Value = serde_json::from_str(json)
+                .map_err(|e| format!("qatzip typed config is not JSON: {e}"))?;
+            let cfg = crate::compress::CompressorConfig::from_proto_json(&v)
+                .map_err(|e| e.to_string())?;
+            let inner = crate::compress::CompressorFactory::new(cfg).map_err(|e| e.to_string())?;
+            Ok(Box::new(QatCompressorFactory { inner }))
+        },
+    )
+}
+
+impl QatCompressorFactory {
+    fn create(&self) -> Box<QatCompressor> {
+        // No fallible work happens here: a stream allocates on its first data.
+        Box::new(QatCompressor {
+            inner: self.inner.create(),
+        })
+    }
+
+    fn hardware_in_use(&self) -> bool {
+        guard("QatCompressorFactory::hardware_in_use", || false, || {
+            self.inner.qat_hardware_in_use()
+        })
+    }
+
+    fn stats(&self) -> ffi::CompressorStats {
+        guard("QatCompressorFactory::stats", Default::default, || {
+            let s = self.inner.stats();
+            ffi::CompressorStats {
+                streams: s.streams_created,
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+                hardware_bytes: s.hw_bytes_in,
+                software_bytes: s.sw_bytes_in,
+                errors: s.errors,
+            }
+        })
+    }
+}
+
+impl QatCompressor {
+    fn compress(&mut self, input: &[u8], finish: bool, out: &mut Vec<u8>) -> bool {
+        let mode = if finish {
+            crate::compress::Mode::Finish
+        } else {
+            crate::compress::Mode::Flush
+        };
+        guard("QatCompressor::compress", || false, || {
+            let mut buf = input.to_vec();
+            match self.inner.compress(&mut buf, mode) {
+                Ok(()) => {
+                    out.extend_from_slice(&buf);
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "qatzip compressor failed; ending the stream");
+                    false
+                }
+            }
+        })
     }
 }
