@@ -319,10 +319,9 @@ static RUNTIME: Mutex<Weak<Runtime>> = Mutex::new(Weak::new());
 pub(crate) fn runtime(cfg: &QatConfig) -> Result<Arc<Runtime>, String> {
     let lib = load(cfg)?;
     let mut slot = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(rt) = slot.upgrade() {
-        if rt.is_stopped() {
-            return Err("qatlib is still shutting down in this process; retry later".into());
-        }
+    // A stopped runtime (its last backend shut down; stragglers may still hold it) is
+    // finished with qatlib: start afresh.
+    if let Some(rt) = slot.upgrade().filter(|rt| !rt.is_stopped()) {
         if !std::ptr::eq(rt.lib, lib) || rt.section != cfg.section {
             return Err(format!(
                 "qatlib is already started in this process from {} with section \"{}\"; every QAT provider of a process must use the same library and section",
