@@ -40,7 +40,7 @@ use std::collections::HashSet;
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
@@ -141,6 +141,9 @@ pub struct QatBackend {
     shared: Arc<Shared>,
     next: AtomicUsize,
     closed: AtomicBool,
+    /// Submissions hold it shared; shutdown takes it exclusively before it stops qatlib
+    /// and reclaims what the device still holds, so no submission is mid-call then.
+    gate: RwLock<()>,
     ecdsa: bool,
 }
 
@@ -167,6 +170,7 @@ impl QatBackend {
             }),
             next: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            gate: RwLock::new(()),
             ecdsa: cfg.ecdsa,
         })
     }
@@ -641,6 +645,7 @@ impl Backend for QatBackend {
     }
 
     fn submit(&self, job: Job) -> Result<(), Rejected> {
+        let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
         if self.closed.load(Ordering::Acquire) {
             return Err(Rejected {
                 job,
@@ -779,6 +784,8 @@ impl Backend for QatBackend {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
+        // Wait for submissions in progress; later ones see `closed`.
+        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
         let last = shared.rt.users.fetch_sub(1, Ordering::AcqRel) == 1;
         if !last {
             // Another backend keeps qatlib running and polls: late callbacks still free

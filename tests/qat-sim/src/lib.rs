@@ -574,7 +574,6 @@ struct CurveParams {
     a: &'static str,
     b: &'static str,
     n: &'static str,
-    len: usize,
 }
 
 const P256: CurveParams = CurveParams {
@@ -582,18 +581,40 @@ const P256: CurveParams = CurveParams {
     a: "ffffffff00000001000000000000000000000000fffffffffffffffffffffffc",
     b: "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
     n: "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551",
-    len: 32,
 };
 const P384: CurveParams = CurveParams {
     q: "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff",
     a: "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000fffffffc",
     b: "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef",
     n: "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973",
-    len: 48,
 };
 
 fn hex(s: &str) -> BigUint {
     BigUint::parse_bytes(s.as_bytes(), 16).expect("curve constant")
+}
+
+/// Curve constants parsed once.
+struct Consts {
+    p256_n: BigUint,
+    p384_n: BigUint,
+    p256: [BigUint; 5],
+    p384: [BigUint; 5],
+}
+
+fn consts() -> &'static Consts {
+    static C: std::sync::OnceLock<Consts> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        let all = |c: &CurveParams, curve| {
+            let (gx, gy) = generator(curve);
+            [hex(c.q), hex(c.a), hex(c.b), big(&gx), big(&gy)]
+        };
+        Consts {
+            p256_n: hex(P256.n),
+            p384_n: hex(P384.n),
+            p256: all(&P256, Curve::P256),
+            p384: all(&P384, Curve::P384),
+        }
+    })
 }
 
 fn generator(curve: Curve) -> (Vec<u8>, Vec<u8>) {
@@ -613,67 +634,64 @@ fn generator(curve: Curve) -> (Vec<u8>, Vec<u8>) {
 /// Which curve the parameters describe (all of xg, yg, n, q, a, b must match).
 fn identify(op: &CpaCyEcdsaSignRSOpData) -> Result<Curve, CpaStatus> {
     let n = big(flat(&op.n)?);
-    for (curve, params) in [(Curve::P256, &P256), (Curve::P384, &P384)] {
-        if n != hex(params.n) {
+    let c = consts();
+    for (curve, cn, params) in [
+        (Curve::P256, &c.p256_n, &c.p256),
+        (Curve::P384, &c.p384_n, &c.p384),
+    ] {
+        if &n != cn {
             continue;
         }
-        let (gx, gy) = generator(curve);
-        let ok = big(flat(&op.xg)?) == big(&gx)
-            && big(flat(&op.yg)?) == big(&gy)
-            && big(flat(&op.q)?) == hex(params.q)
-            && big(flat(&op.a)?) == hex(params.a)
-            && big(flat(&op.b)?) == hex(params.b)
+        let [q, a, b, gx, gy] = params;
+        let ok = &big(flat(&op.xg)?) == gx
+            && &big(flat(&op.yg)?) == gy
+            && &big(flat(&op.q)?) == q
+            && &big(flat(&op.a)?) == a
+            && &big(flat(&op.b)?) == b
             && op.fieldType == _CpaCyEcFieldType_CPA_CY_EC_FIELD_TYPE_PRIME;
         return if ok { Ok(curve) } else { Err(INVALID) };
     }
     Err(INVALID)
 }
 
-/// k·G's x coordinate.
-fn kg_x(curve: Curve, k: &[u8]) -> Option<Vec<u8>> {
-    use p256::elliptic_curve::ff::PrimeField;
-    use p256::elliptic_curve::point::AffineCoordinates;
-    match curve {
-        Curve::P256 => {
-            let bytes = p256::FieldBytes::try_from(k).ok()?;
-            let k: Option<p256::Scalar> = p256::Scalar::from_repr(bytes).into();
-            let p = (p256::ProjectivePoint::GENERATOR * k?).to_affine();
-            Some(p.x().to_vec())
+/// ECDSA (r, s) with the curve crate's scalar arithmetic; integers reduced mod n first.
+macro_rules! sign_rs {
+    ($curve:ident, $n:expr, $len:expr, $k:expr, $m:expr, $d:expr) => {{
+        #[allow(unused_imports)]
+        use $curve::elliptic_curve::ff::{Field, PrimeField};
+        use $curve::elliptic_curve::point::AffineCoordinates;
+        let scalar = |v: &BigUint| -> Option<$curve::Scalar> {
+            let bytes = $curve::FieldBytes::try_from(fixed(&(v % $n), $len).as_slice()).ok()?;
+            Option::from($curve::Scalar::from_repr(bytes))
+        };
+        let k = scalar($k).ok_or(FAIL)?;
+        let d = scalar($d).ok_or(FAIL)?;
+        let m = scalar($m).ok_or(FAIL)?;
+        let x = ($curve::ProjectivePoint::GENERATOR * k).to_affine().x();
+        let r = scalar(&big(&x)).ok_or(FAIL)?;
+        let kinv: $curve::Scalar = Option::from(k.invert()).ok_or(FAIL)?;
+        let s = kinv * (m + r * d);
+        if bool::from(r.is_zero()) || bool::from(s.is_zero()) {
+            return Err(FAIL);
         }
-        Curve::P384 => {
-            let bytes = p384::FieldBytes::try_from(k).ok()?;
-            let k: Option<p384::Scalar> = p384::Scalar::from_repr(bytes).into();
-            let p = (p384::ProjectivePoint::GENERATOR * k?).to_affine();
-            Some(p.x().to_vec())
-        }
-    }
+        Ok((r.to_repr().to_vec(), s.to_repr().to_vec()))
+    }};
 }
 
 fn ecdsa(w: &EcdsaWork) -> Result<(Vec<u8>, Vec<u8>), CpaStatus> {
-    let params = match w.curve {
-        Curve::P256 => &P256,
-        Curve::P384 => &P384,
+    let n = match w.curve {
+        Curve::P256 => &consts().p256_n,
+        Curve::P384 => &consts().p384_n,
     };
-    let n = hex(params.n);
-    let len = params.len;
-    let k = big(&w.k);
-    let d = big(&w.d);
+    let (k, d, m) = (big(&w.k), big(&w.d), big(&w.m));
     let zero = BigUint::from(0u8);
-    if k == zero || k >= n || d == zero || d >= n {
+    if k == zero || &k >= n || d == zero || &d >= n {
         return Err(INVALID);
     }
-    let x = kg_x(w.curve, &fixed(&k, len)).ok_or(FAIL)?;
-    let r = big(&x) % &n;
-    if r == zero {
-        return Err(FAIL);
+    match w.curve {
+        Curve::P256 => sign_rs!(p256, n, 32, &k, &m, &d),
+        Curve::P384 => sign_rs!(p384, n, 48, &k, &m, &d),
     }
-    let m = big(&w.m) % &n;
-    let kinv = k.modpow(&(&n - 2u8), &n);
-    let s = (kinv * ((m + &r * d) % &n)) % &n;
-    if s == zero {
-        return Err(FAIL);
-    }
-    Ok((fixed(&r, len), fixed(&s, len)))
 }
 
 /// The bytes of a flat buffer that must lie in pinned memory.
