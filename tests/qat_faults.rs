@@ -243,7 +243,7 @@ fn soak_no_pinned_memory_leak_with_cancels() {
     let n: usize = std::env::var("QAT_SOAK_OPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(5_000);
     let dir = tmp();
     let (_, ec) = openssl_key(dir.path(), "p256");
     let base = sim().counter("mem_outstanding");
