@@ -212,6 +212,7 @@ impl ProviderConfig {
             section: self.qat_section.clone(),
             max_instances: self.qat_max_instances,
             ecdsa: self.qat_ecdsa,
+            ..backend::qat::QatConfig::default()
         }
     }
 

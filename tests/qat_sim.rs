@@ -351,3 +351,35 @@ fn config_backend_auto_and_qat_use_the_simulator() {
         engine.shutdown();
     }
 }
+
+#[test]
+fn rsa_key_representation_type_1_and_type_2() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, key) = openssl_key(dir.path(), "rsa2048");
+    let scheme = SignatureScheme::RsaPkcs1Sha384;
+    for crt in [true, false] {
+        sim().configure("instances=1");
+        let qat = Arc::new(
+            QatBackend::new(&QatConfig {
+                rsa_crt: crt,
+                ..sim_config()
+            })
+            .unwrap(),
+        );
+        let engine = engine(&qat, false);
+        let (rep1, rep2) = (sim().counter("rsa_rep1"), sim().counter("rsa_rep2"));
+        let msg = format!("crt={crt}");
+        let sig = engine
+            .submit(&key, Operation::Sign(scheme), msg.as_bytes())
+            .unwrap()
+            .wait()
+            .unwrap();
+        let (ok, why) = openssl_verify(dir.path(), &key, scheme, msg.as_bytes(), &sig);
+        assert!(ok, "crt={crt}: {why}");
+        let used = if crt { "rsa_rep2" } else { "rsa_rep1" };
+        let before = if crt { rep2 } else { rep1 };
+        assert_eq!(sim().counter(used), before + 1, "crt={crt} must use {used}");
+        engine.shutdown();
+    }
+}

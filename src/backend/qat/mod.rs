@@ -72,6 +72,9 @@ pub struct QatConfig {
     pub max_instances: usize,
     /// Offload ECDSA too (upstream offloads RSA only).
     pub ecdsa: bool,
+    /// Send RSA keys in CRT form (key representation type 2, the fast path); false
+    /// sends `n, d` (type 1), as for keys without two primes.
+    pub rsa_crt: bool,
 }
 
 impl Default for QatConfig {
@@ -83,6 +86,7 @@ impl Default for QatConfig {
             section: DEFAULT_SECTION.into(),
             max_instances: 0,
             ecdsa: true,
+            rsa_crt: true,
         }
     }
 }
@@ -145,6 +149,7 @@ pub struct QatBackend {
     /// and reclaims what the device still holds, so no submission is mid-call then.
     gate: RwLock<()>,
     ecdsa: bool,
+    rsa_crt: bool,
 }
 
 impl std::fmt::Debug for QatBackend {
@@ -172,6 +177,7 @@ impl QatBackend {
             closed: AtomicBool::new(false),
             gate: RwLock::new(()),
             ecdsa: cfg.ecdsa,
+            rsa_crt: cfg.rsa_crt,
         })
     }
 
@@ -374,7 +380,7 @@ fn field_sized(digest: &[u8], n: usize) -> Vec<u8> {
     }
 }
 
-fn build(job: &Job, lib: &'static loader::Lib) -> Result<(OpData, Pinned), OpError> {
+fn build(job: &Job, lib: &'static loader::Lib, rsa_crt: bool) -> Result<(OpData, Pinned), OpError> {
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     let bad = |why: &str| OpError::Failed(format!("QAT: {why}"));
     match (&job.op, job.key.material()) {
@@ -386,7 +392,7 @@ fn build(job: &Job, lib: &'static loader::Lib) -> Result<(OpData, Pinned), OpErr
             let half = k / 2;
             let crt = (|| {
                 let primes = key.primes();
-                if primes.len() != 2 || k % 2 != 0 {
+                if !rsa_crt || primes.len() != 2 || k % 2 != 0 {
                     return None;
                 }
                 let qinv = key.crt_coefficient()?;
@@ -654,7 +660,7 @@ impl Backend for QatBackend {
         }
         let shared = &self.shared;
         let rt = &shared.rt;
-        let (data, mem) = match build(&job, rt.lib) {
+        let (data, mem) = match build(&job, rt.lib, self.rsa_crt) {
             Ok(v) => v,
             Err(error) => return Err(Rejected { job, error }),
         };

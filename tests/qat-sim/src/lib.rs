@@ -199,6 +199,8 @@ static STARTS: AtomicU64 = AtomicU64::new(0);
 static STOPS: AtomicU64 = AtomicU64::new(0);
 static POLLS: AtomicU64 = AtomicU64::new(0);
 static INVALID_PARAMS: AtomicU64 = AtomicU64::new(0);
+static RSA_REP1: AtomicU64 = AtomicU64::new(0);
+static RSA_REP2: AtomicU64 = AtomicU64::new(0);
 static MEM_ALLOCS: AtomicU64 = AtomicU64::new(0);
 static MEM_FREES: AtomicU64 = AtomicU64::new(0);
 static MEM_BAD_FREES: AtomicU64 = AtomicU64::new(0);
@@ -540,6 +542,7 @@ fn fixed(v: &BigUint, len: usize) -> Vec<u8> {
 fn rsa(w: &RsaWork) -> Result<Vec<u8>, CpaStatus> {
     match w {
         RsaWork::Rep1 { n, d, c } => {
+            RSA_REP1.fetch_add(1, Ordering::Relaxed);
             let (nn, cc) = (big(n), big(c));
             if cc >= nn {
                 return Err(FAIL);
@@ -554,6 +557,7 @@ fn rsa(w: &RsaWork) -> Result<Vec<u8>, CpaStatus> {
             qinv,
             c,
         } => {
+            RSA_REP2.fetch_add(1, Ordering::Relaxed);
             let (p, q, cc) = (big(p), big(q), big(c));
             let n = &p * &q;
             if cc >= n {
@@ -1220,7 +1224,8 @@ pub unsafe extern "C" fn qat_sim_configure(list: *const c_char) -> c_int {
 }
 
 /// A counter by name: submits, retries, submit_faults, cb_faults, restarts, completions,
-/// starts, stops, polls, invalid_params, mem_allocs, mem_frees, mem_bad_frees,
+/// starts, stops, polls, invalid_params, rsa_rep1, rsa_rep2 (RSA requests computed
+/// per key representation), mem_allocs, mem_frees, mem_bad_frees,
 /// mem_outstanding (live pinned allocations), in_ring (requests in all rings now).
 /// Unknown names return u64::MAX.
 ///
@@ -1245,6 +1250,8 @@ pub unsafe extern "C" fn qat_sim_counter(name: *const c_char) -> u64 {
         "stops" => c(&STOPS),
         "polls" => c(&POLLS),
         "invalid_params" => c(&INVALID_PARAMS),
+        "rsa_rep1" => c(&RSA_REP1),
+        "rsa_rep2" => c(&RSA_REP2),
         "mem_allocs" => c(&MEM_ALLOCS),
         "mem_frees" => c(&MEM_FREES),
         "mem_bad_frees" => c(&MEM_BAD_FREES),
