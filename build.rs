@@ -48,6 +48,8 @@ fn qat_bindings(include: &Path, out: &Path) {
         .allowlist_var("CPA_.*")
         .dynamic_library_name("QatLib")
         .dynamic_link_require_all(false)
+        // The headers' comments hold indented examples that rustdoc would run as doctests.
+        .generate_comments(false)
         .derive_default(true)
         .layout_tests(false)
         // The C headers' comments hold C snippets that rustdoc would run as doctests.

@@ -343,6 +343,18 @@ impl QatEngine {
         self.engine.backend_name().to_string()
     }
 
+    fn hardware_unavailable_reason(&self) -> String {
+        guard(
+            "QatEngine::hardware_unavailable_reason",
+            || "internal error (panic)".into(),
+            || match self.engine.primary_availability() {
+                Ok(()) if self.engine.backend_name() == "qat" => String::new(),
+                Ok(()) => format!("the {} backend is not QAT", self.engine.backend_name()),
+                Err(why) => why,
+            },
+        )
+    }
+
     /// Engine statistics and the C ABI's counters.
     pub fn stats(&self) -> ProviderStats {
         guard("QatEngine::stats", ProviderStats::default, || {
@@ -419,8 +431,12 @@ fn engine_from_options(o: ffi::ProviderOptions) -> Result<Box<QatEngine>, String
         || Err("internal error (panic) while creating the engine".into()),
         || {
             let defaults = ProviderConfig::default();
-            let cfg = ProviderConfig {
-                backend: BackendChoice::Auto,
+            let mut cfg = ProviderConfig {
+                // Envoy's `qat` provider is QAT: without a device it reports itself
+                // unavailable (so `fallback: true` serves with Envoy's own key, which
+                // BoringSSL signs faster than our software path) rather than quietly
+                // running software crypto.
+                backend: BackendChoice::Qat,
                 poll_delay: Duration::from_millis(o.poll_delay_ms.into()),
                 poll_policy: if o.fixed_poll {
                     crate::engine::PollPolicy::Fixed
@@ -433,19 +449,26 @@ fn engine_from_options(o: ffi::ProviderOptions) -> Result<Box<QatEngine>, String
                 } else {
                     o.max_in_flight as usize
                 },
+                qat_lib_dir: (!o.library_dir.is_empty()).then(|| o.library_dir.clone().into()),
+                qat_section: if o.section_name.is_empty() {
+                    defaults.qat_section.clone()
+                } else {
+                    o.section_name.clone()
+                },
+                qat_ecdsa: o.ecdsa,
                 ..defaults
             };
-            // section_name, library_dir and ecdsa are for the QAT backend, wired where it
-            // is built (config::ProviderConfig); this build has no QAT backend yet.
-            if !o.section_name.is_empty() || !o.library_dir.is_empty() || !o.ecdsa {
-                tracing::info!(
-                    section_name = %o.section_name,
-                    library_dir = %o.library_dir,
-                    ecdsa = o.ecdsa,
-                    "QAT-only provider options noted; they apply when the QAT backend is used"
-                );
-            }
-            let engine = cfg.build_engine().map_err(|e| e.to_string())?;
+            cfg.validate().map_err(|e| e.to_string())?;
+            let engine = match cfg.build_engine() {
+                Ok(engine) => engine,
+                // No usable QAT and no per-operation failover: keep an engine whose QAT
+                // side is a stand-in, so the provider exists and says why it is unavailable.
+                Err(e) if e.field == "backend" => {
+                    cfg.software_fallback = true;
+                    cfg.build_engine().map_err(|e| e.to_string())?
+                }
+                Err(e) => return Err(e.to_string()),
+            };
             Ok(Box::new(QatEngine::from_engine(engine)))
         },
     )
@@ -668,6 +691,89 @@ fn log_from_cpp(level: u8, msg: &str) {
     )
 }
 
+/// The `qatzip` compressor library behind the C ABI.
+pub struct QatCompressorFactory {
+    inner: crate::compress::CompressorFactory,
+}
+
+/// One gzip stream behind the C ABI.
+pub struct QatCompressor {
+    inner: crate::compress::Compressor,
+}
+
+fn compressor_factory_from_json(json: &str) -> Result<Box<QatCompressorFactory>, String> {
+    guard(
+        "compressor_factory_from_json",
+        || Err("internal error (panic) while creating the compressor".into()),
+        || {
+            let v: serde_json::Value = serde_json::from_str(json)
+                .map_err(|e| format!("qatzip typed config is not JSON: {e}"))?;
+            let cfg = crate::compress::CompressorConfig::from_proto_json(&v)
+                .map_err(|e| e.to_string())?;
+            let inner = crate::compress::CompressorFactory::new(cfg).map_err(|e| e.to_string())?;
+            Ok(Box::new(QatCompressorFactory { inner }))
+        },
+    )
+}
+
+impl QatCompressorFactory {
+    fn create(&self) -> Box<QatCompressor> {
+        // No fallible work happens here: a stream allocates on its first data.
+        Box::new(QatCompressor {
+            inner: self.inner.create(),
+        })
+    }
+
+    fn hardware_in_use(&self) -> bool {
+        guard(
+            "QatCompressorFactory::hardware_in_use",
+            || false,
+            || self.inner.qat_hardware_in_use(),
+        )
+    }
+
+    fn stats(&self) -> ffi::CompressorStats {
+        guard("QatCompressorFactory::stats", Default::default, || {
+            let s = self.inner.stats();
+            ffi::CompressorStats {
+                streams: s.streams_created,
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+                hardware_bytes: s.hw_bytes_in,
+                software_bytes: s.sw_bytes_in,
+                errors: s.errors,
+            }
+        })
+    }
+}
+
+impl QatCompressor {
+    fn compress(&mut self, input: &[u8], finish: bool, out: &mut Vec<u8>) -> bool {
+        let mode = if finish {
+            crate::compress::Mode::Finish
+        } else {
+            crate::compress::Mode::Flush
+        };
+        guard(
+            "QatCompressor::compress",
+            || false,
+            || {
+                let mut buf = input.to_vec();
+                match self.inner.compress(&mut buf, mode) {
+                    Ok(()) => {
+                        out.extend_from_slice(&buf);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "qatzip compressor failed; ending the stream");
+                        false
+                    }
+                }
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -711,82 +817,5 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.contains("poll_delay"), "{e}");
-    }
-}
-
-/// The `qatzip` compressor library behind the C ABI.
-pub struct QatCompressorFactory {
-    inner: crate::compress::CompressorFactory,
-}
-
-/// One gzip stream behind the C ABI.
-pub struct QatCompressor {
-    inner: crate::compress::Compressor,
-}
-
-fn compressor_factory_from_json(json: &str) -> Result<Box<QatCompressorFactory>, String> {
-    guard(
-        "compressor_factory_from_json",
-        || Err("internal error (panic) while creating the compressor".into()),
-        || {
-            let v: serde_json::Value = serde_json::from_str(json)
-                .map_err(|e| format!("qatzip typed config is not JSON: {e}"))?;
-            let cfg = crate::compress::CompressorConfig::from_proto_json(&v)
-                .map_err(|e| e.to_string())?;
-            let inner = crate::compress::CompressorFactory::new(cfg).map_err(|e| e.to_string())?;
-            Ok(Box::new(QatCompressorFactory { inner }))
-        },
-    )
-}
-
-impl QatCompressorFactory {
-    fn create(&self) -> Box<QatCompressor> {
-        // No fallible work happens here: a stream allocates on its first data.
-        Box::new(QatCompressor {
-            inner: self.inner.create(),
-        })
-    }
-
-    fn hardware_in_use(&self) -> bool {
-        guard("QatCompressorFactory::hardware_in_use", || false, || {
-            self.inner.qat_hardware_in_use()
-        })
-    }
-
-    fn stats(&self) -> ffi::CompressorStats {
-        guard("QatCompressorFactory::stats", Default::default, || {
-            let s = self.inner.stats();
-            ffi::CompressorStats {
-                streams: s.streams_created,
-                bytes_in: s.bytes_in,
-                bytes_out: s.bytes_out,
-                hardware_bytes: s.hw_bytes_in,
-                software_bytes: s.sw_bytes_in,
-                errors: s.errors,
-            }
-        })
-    }
-}
-
-impl QatCompressor {
-    fn compress(&mut self, input: &[u8], finish: bool, out: &mut Vec<u8>) -> bool {
-        let mode = if finish {
-            crate::compress::Mode::Finish
-        } else {
-            crate::compress::Mode::Flush
-        };
-        guard("QatCompressor::compress", || false, || {
-            let mut buf = input.to_vec();
-            match self.inner.compress(&mut buf, mode) {
-                Ok(()) => {
-                    out.extend_from_slice(&buf);
-                    true
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "qatzip compressor failed; ending the stream");
-                    false
-                }
-            }
-        })
     }
 }

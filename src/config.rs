@@ -6,6 +6,7 @@
 //! defaults that keep upstream's behaviour.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +63,19 @@ pub struct ProviderConfig {
     pub soft_threads: usize,
     /// Most operations in flight at once.
     pub max_in_flight: usize,
+    /// Directory of libqat.so.4 / libusdm.so.0 (else $ENVOY_QAT_LIB_DIR, the system
+    /// search path, then the build's dependency directory).
+    pub qat_lib_dir: Option<PathBuf>,
+    /// Explicit path of libqat.so.4 (else $ENVOY_QAT_LIB).
+    pub qat_lib: Option<PathBuf>,
+    /// Explicit path of libusdm.so.0 (else $ENVOY_QAT_USDM_LIB, else next to libqat).
+    pub usdm_lib: Option<PathBuf>,
+    /// qatlib configuration section for `icp_sal_userStart` (default "SSL").
+    pub qat_section: String,
+    /// Most QAT crypto instances to use (0 = all).
+    pub qat_max_instances: usize,
+    /// Offload ECDSA to QAT too (upstream offloads RSA only).
+    pub qat_ecdsa: bool,
 }
 
 impl Default for ProviderConfig {
@@ -73,6 +87,12 @@ impl Default for ProviderConfig {
             software_fallback: true,
             soft_threads: 0,
             max_in_flight: 65_536,
+            qat_lib_dir: None,
+            qat_lib: None,
+            usdm_lib: None,
+            qat_section: backend::qat::DEFAULT_SECTION.into(),
+            qat_max_instances: 0,
+            qat_ecdsa: true,
         }
     }
 }
@@ -131,6 +151,27 @@ impl ProviderConfig {
                 format!("{} is outside 1..=1048576", self.max_in_flight),
             ));
         }
+        if self.qat_section.is_empty()
+            || self.qat_section.len() > 64
+            || !self
+                .qat_section
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(ConfigError::new(
+                "qat_section",
+                format!(
+                    "{:?} is not a qatlib section name: 1-64 letters, digits, '_' or '-' (default \"SSL\")",
+                    self.qat_section
+                ),
+            ));
+        }
+        if self.qat_max_instances > 1024 {
+            return Err(ConfigError::new(
+                "qat_max_instances",
+                format!("{} is outside 0..=1024 (0 = all)", self.qat_max_instances),
+            ));
+        }
         if self.soft_threads > 1024 {
             return Err(ConfigError::new(
                 "soft_threads",
@@ -162,22 +203,72 @@ impl ProviderConfig {
         ))
     }
 
+    /// The QAT backend settings within these settings.
+    pub fn qat_config(&self) -> backend::qat::QatConfig {
+        backend::qat::QatConfig {
+            lib_dir: self.qat_lib_dir.clone(),
+            qat_lib: self.qat_lib.clone(),
+            usdm_lib: self.usdm_lib.clone(),
+            section: self.qat_section.clone(),
+            max_instances: self.qat_max_instances,
+            ecdsa: self.qat_ecdsa,
+            ..backend::qat::QatConfig::default()
+        }
+    }
+
+    fn qat(&self) -> Result<backend::qat::QatBackend, String> {
+        backend::qat::QatBackend::new(&self.qat_config())
+    }
+
     /// Build the engine these settings describe.
     pub fn build_engine(&self) -> Result<Engine, ConfigError> {
         self.validate()?;
         let (primary, fallback): (Arc<dyn Backend>, Option<Arc<dyn Backend>>) = match self.backend {
             BackendChoice::Soft => (self.soft(), None),
             BackendChoice::Noop => (Arc::new(backend::noop::NoopBackend::new()), None),
-            BackendChoice::Auto => {
-                tracing::info!("private-key backend: software (no QAT backend in this build)");
-                (self.soft(), None)
-            }
-            BackendChoice::Qat => {
-                return Err(ConfigError::new(
-                    "backend",
-                    "qat: the QAT backend is not available in this build; use auto or soft",
-                ))
-            }
+            BackendChoice::Auto => match self.qat() {
+                Ok(qat) => {
+                    tracing::info!(
+                        "private-key backend: QAT ({} instances from {}), software fallback {}",
+                        qat.instances(),
+                        qat.library(),
+                        if self.software_fallback { "on" } else { "off" }
+                    );
+                    (Arc::new(qat), self.software_fallback.then(|| self.soft()))
+                }
+                Err(reason) => {
+                    tracing::info!("private-key backend: software (QAT unavailable: {reason})");
+                    (self.soft(), None)
+                }
+            },
+            BackendChoice::Qat => match self.qat() {
+                Ok(qat) => {
+                    tracing::info!(
+                        "private-key backend: QAT ({} instances from {}), software fallback {}",
+                        qat.instances(),
+                        qat.library(),
+                        if self.software_fallback { "on" } else { "off" }
+                    );
+                    (Arc::new(qat), self.software_fallback.then(|| self.soft()))
+                }
+                Err(reason) if self.software_fallback => {
+                    tracing::warn!(
+                        "QAT backend unavailable: {reason}; every operation runs on the software fallback"
+                    );
+                    (
+                        Arc::new(backend::qat::UnavailableQat::new(reason)),
+                        Some(self.soft()),
+                    )
+                }
+                Err(reason) => {
+                    return Err(ConfigError::new(
+                        "backend",
+                        format!(
+                            "qat: QAT backend unavailable: {reason}; use backend auto or soft, or enable software_fallback"
+                        ),
+                    ))
+                }
+            },
         };
         Ok(Engine::new(primary, fallback, self.engine_config()))
     }

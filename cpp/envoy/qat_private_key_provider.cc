@@ -82,8 +82,8 @@ QatPrivateKeyMethodProvider::QatPrivateKeyMethodProvider(
                                  key_bytes.size()),
       "private_key");
   auto engine = envoy_qat::ffi::engine_from_options(toOptions(config));
-  unavailable_reason_ = std::string(engine->unavailable_reason());
-  stats_.hardware_available_.set(std::string(engine->backend_name()) == "qat" ? 1 : 0);
+  unavailable_reason_ = std::string(engine->hardware_unavailable_reason());
+  stats_.hardware_available_.set(unavailable_reason_.empty() ? 1 : 0);
   if (!unavailable_reason_.empty()) {
     ENVOY_LOG(warn, "qat private key provider unavailable: {}", unavailable_reason_);
   }

@@ -6,6 +6,7 @@
 //! without completing it fails the operation (so nothing is ever lost).
 
 pub mod noop;
+pub mod qat;
 pub mod soft;
 
 use std::fmt;

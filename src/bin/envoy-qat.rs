@@ -96,6 +96,25 @@ struct BackendArgs {
     /// Poll policy for polled backends: adaptive or fixed (upstream's fixed sleep).
     #[arg(long, default_value = "adaptive")]
     poll_policy: String,
+    /// Path of libqat.so.4 (or of a library exporting its API, such as the test
+    /// simulator libqat_sim.so).
+    #[arg(long, env = "ENVOY_QAT_LIB")]
+    qat_lib: Option<PathBuf>,
+    /// Directory holding libqat.so.4 and libusdm.so.0.
+    #[arg(long, env = "ENVOY_QAT_LIB_DIR")]
+    qat_lib_dir: Option<PathBuf>,
+    /// Path of libusdm.so.0 (default: next to libqat, then the search path).
+    #[arg(long, env = "ENVOY_QAT_USDM_LIB")]
+    usdm_lib: Option<PathBuf>,
+    /// qatlib configuration section passed to icp_sal_userStart.
+    #[arg(long, default_value = "SSL", env = "ENVOY_QAT_SECTION")]
+    qat_section: String,
+    /// Most QAT crypto instances to use (0 = all).
+    #[arg(long, default_value_t = 0)]
+    qat_instances: usize,
+    /// Keep ECDSA in software; offload RSA only (as upstream Envoy does).
+    #[arg(long)]
+    no_qat_ecdsa: bool,
 }
 
 #[derive(Args)]
@@ -203,6 +222,12 @@ fn make_engine(a: &BackendArgs) -> Result<Engine, (u8, String)> {
         poll_policy,
         software_fallback: !a.no_fallback,
         soft_threads: a.threads,
+        qat_lib: a.qat_lib.clone(),
+        qat_lib_dir: a.qat_lib_dir.clone(),
+        usdm_lib: a.usdm_lib.clone(),
+        qat_section: a.qat_section.clone(),
+        qat_max_instances: a.qat_instances,
+        qat_ecdsa: !a.no_qat_ecdsa,
         ..ProviderConfig::default()
     };
     cfg.build_engine()

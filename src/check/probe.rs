@@ -8,25 +8,8 @@ use std::path::PathBuf;
 
 use super::Finding;
 
-// The generated bindings carry qatlib's and QATzip's header comments, which rustdoc would run as
-// doctests: leave them (and what uses them) out of the doctest build.
-#[cfg(not(doctest))]
-#[allow(
-    non_camel_case_types,
-    non_snake_case,
-    non_upper_case_globals,
-    dead_code,
-    unused_imports,
-    unsafe_op_in_unsafe_fn,
-    clippy::all,
-    // bindgen's generated loader: its unsafe blocks are the dlsym'd calls themselves.
-    clippy::undocumented_unsafe_blocks,
-    clippy::missing_safety_doc
-)]
-mod qat_sys {
-    include!(concat!(env!("OUT_DIR"), "/qat_sys.rs"));
-}
-
+// The QAT backend's qatlib bindings: one generated module for the whole crate.
+use crate::backend::qat::sys as qat_sys;
 // The compressor's QATzip bindings: one generated module for the whole crate.
 use crate::compress::qatzip::sys as qatzip_sys;
 

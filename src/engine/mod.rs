@@ -197,6 +197,14 @@ impl Engine {
         self.inner.primary.name()
     }
 
+    /// Whether the primary backend (QAT, when configured) can serve operations now.
+    pub fn primary_availability(&self) -> Result<(), String> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err("engine is shut down".into());
+        }
+        self.inner.primary.availability()
+    }
+
     /// Whether the engine can serve operations now: the primary is available, or a
     /// fallback is. The error says why not.
     pub fn availability(&self) -> Result<(), String> {

@@ -29,11 +29,14 @@ const SPIN_WINDOW: Duration = Duration::from_micros(50);
 /// First sleep after the spin window.
 const FIRST_SLEEP: Duration = Duration::from_micros(5);
 
+/// Where the poll thread parks; shared so the thread can wait without keeping the
+/// engine alive.
+type Park = Arc<(Mutex<()>, Condvar)>;
+
 pub(super) struct Poller {
     active: AtomicUsize,
     stop: AtomicBool,
-    park: Mutex<()>,
-    wake: Condvar,
+    park: Park,
     poll_delay: Duration,
     policy: PollPolicy,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -44,8 +47,7 @@ impl Poller {
         Poller {
             active: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
-            park: Mutex::new(()),
-            wake: Condvar::new(),
+            park: Arc::new((Mutex::new(()), Condvar::new())),
             poll_delay: poll_delay.max(Duration::from_micros(1)),
             policy,
             thread: Mutex::new(None),
@@ -55,8 +57,8 @@ impl Poller {
     /// One more polled operation in flight; wakes the thread on 0 -> 1.
     pub(super) fn add(&self) {
         if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
-            let _g = self.park.lock().unwrap_or_else(|e| e.into_inner());
-            self.wake.notify_one();
+            let _g = self.park.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.park.1.notify_one();
         }
     }
 
@@ -68,8 +70,8 @@ impl Poller {
     pub(super) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         {
-            let _g = self.park.lock().unwrap_or_else(|e| e.into_inner());
-            self.wake.notify_all();
+            let _g = self.park.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.park.1.notify_all();
         }
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(h) = handle {
@@ -103,13 +105,22 @@ fn run(weak: Weak<Inner>) {
             return;
         }
         if p.active.load(Ordering::Acquire) == 0 {
-            // Park until work arrives. Drop our strong reference while parked so the
-            // engine can be dropped; the condvar wait holds only the poller's lock.
+            // Park until work arrives, without a strong reference to the engine, so the
+            // engine can be dropped (and its backends released) while the thread waits.
             inner.stats.poll_sleeps.fetch_add(1, Ordering::Relaxed);
-            let guard = p.park.lock().unwrap_or_else(|e| e.into_inner());
-            if p.active.load(Ordering::Acquire) == 0 && !p.stop.load(Ordering::Acquire) {
+            let park = Arc::clone(&p.park);
+            let weak_again = Arc::downgrade(&inner);
+            let guard = park.0.lock().unwrap_or_else(|e| e.into_inner());
+            let idle = p.active.load(Ordering::Acquire) == 0 && !p.stop.load(Ordering::Acquire);
+            drop(inner);
+            if idle {
                 // Wake at least once a second to notice an engine that went away.
-                let _ = p.wake.wait_timeout(guard, Duration::from_secs(1));
+                let _ = park.1.wait_timeout(guard, Duration::from_secs(1));
+            } else {
+                drop(guard);
+            }
+            if weak_again.strong_count() == 0 {
+                return;
             }
             last_activity = Instant::now();
             sleep = FIRST_SLEEP;

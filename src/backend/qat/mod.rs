@@ -1,0 +1,854 @@
+//! QAT backend: RSA and ECDSA private-key operations on Intel QuickAssist through qatlib.
+//!
+//! **What ran where.** No machine this project has been developed or tested on has a QAT
+//! device. Everything here was exercised against two things only:
+//! - `tests/qat-sim`, a software qatlib (same bindgen'd headers, same dlopen path, real
+//!   arithmetic, completion only when polled, finite rings, injected faults), and
+//! - Debian trixie's real `libqat.so.4` / `libusdm.so.0` (qatlib 24.02) with no device,
+//!   where `icp_sal_userStart` fails and the backend reports itself unavailable.
+//!
+//! Nothing was run on QAT hardware: the data layouts follow qatlib's headers
+//! (`cpa_cy_rsa.h`, `cpa_cy_ecdsa.h`) and are checked by the simulator, but device
+//! behaviour (real latencies, ring sizes, restarts, DMA) is untested.
+//!
+//! How it works:
+//! - [`loader`] opens libusdm.so.0 and libqat.so.4 with `RTLD_LOCAL | RTLD_DEEPBIND`,
+//!   calls `icp_sal_userStart(section)` (default "SSL"), starts every crypto instance
+//!   with address translation `qaeVirtToPhysNUMA`.
+//! - RSA: the engine pads in Rust (`scheme::prepare`); here the raw private operation
+//!   goes to `cpaCyRsaDecrypt` with the CRT key (representation type 2: p, q, dP, dQ,
+//!   qInv; type 1 `n, d` for keys without two primes).
+//! - ECDSA P-256/P-384: `cpaCyEcdsaSignRS` with a fresh nonce `k` from the system CSPRNG
+//!   (rejection-sampled in [1, n-1], never reused); the result is r || s, which
+//!   `scheme::finish` DER-encodes.
+//! - Every flat buffer lives in one pinned block from `qaeMemAllocNUMA` per operation,
+//!   zeroed and freed (`qaeMemFreeNUMA`) in the callback before the job completes, or at
+//!   shutdown for operations the device never answered.
+//! - Completions happen only inside [`Backend::poll`] (`icp_sal_CyPollInstance`), driven
+//!   by the engine's poll thread.
+//! - `CPA_STATUS_RETRY` (ring full) moves to the next instance; when every instance is
+//!   full the job is refused as busy (back-pressure: the engine sends it to the software
+//!   fallback when configured). `CPA_STATUS_FAIL` at submit or an error status in the
+//!   callback fails the job (the engine redoes it in software when configured).
+//!   `CPA_STATUS_RESTARTING`, or three failures in a row, take an instance out of
+//!   rotation; after 100 ms the next operation probes it, and a success re-admits it.
+
+mod loader;
+pub(crate) mod sys;
+
+use std::collections::HashSet;
+use std::ffi::c_void;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use super::{Backend, Job, OpError, Rejected};
+use crate::key::{KeyMaterial, PrivateKey};
+use crate::scheme::RawOp;
+use loader::{status_text, Inst, Runtime};
+use sys::{CpaFlatBuffer, CpaStatus};
+
+pub use loader::{ENV_LIB, ENV_LIB_DIR, ENV_USDM_LIB, LIBQAT, LIBUSDM};
+
+/// Default qatlib configuration section (upstream Envoy and qatlib's samples use "SSL").
+pub const DEFAULT_SECTION: &str = "SSL";
+
+/// Settings of the QAT backend.
+#[derive(Clone, Debug)]
+pub struct QatConfig {
+    /// Directory holding libqat.so.4 and libusdm.so.0 (else $ENVOY_QAT_LIB_DIR, the
+    /// system search path, then the build's dependency directory).
+    pub lib_dir: Option<PathBuf>,
+    /// Explicit path of libqat.so.4 (else $ENVOY_QAT_LIB).
+    pub qat_lib: Option<PathBuf>,
+    /// Explicit path of libusdm.so.0 (else $ENVOY_QAT_USDM_LIB, else next to libqat).
+    pub usdm_lib: Option<PathBuf>,
+    /// qatlib configuration section passed to `icp_sal_userStart`.
+    pub section: String,
+    /// Most crypto instances to use (0 = all).
+    pub max_instances: usize,
+    /// Offload ECDSA too (upstream offloads RSA only).
+    pub ecdsa: bool,
+    /// Send RSA keys in CRT form (key representation type 2, the fast path); false
+    /// sends `n, d` (type 1), as for keys without two primes.
+    pub rsa_crt: bool,
+}
+
+impl Default for QatConfig {
+    fn default() -> Self {
+        QatConfig {
+            lib_dir: None,
+            qat_lib: None,
+            usdm_lib: None,
+            section: DEFAULT_SECTION.into(),
+            max_instances: 0,
+            ecdsa: true,
+            rsa_crt: true,
+        }
+    }
+}
+
+/// Counters of the QAT backend.
+#[derive(Debug, Default)]
+struct Counters {
+    submitted: AtomicU64,
+    completed: AtomicU64,
+    retries: AtomicU64,
+    busy: AtomicU64,
+    submit_failures: AtomicU64,
+    callback_failures: AtomicU64,
+    restarting: AtomicU64,
+    evictions: AtomicU64,
+    readmissions: AtomicU64,
+    reclaimed: AtomicU64,
+}
+
+/// A copy of the QAT backend's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QatStats {
+    /// Requests the device accepted.
+    pub submitted: u64,
+    /// Callbacks with success.
+    pub completed: u64,
+    /// `CPA_STATUS_RETRY` answers at submit (ring full).
+    pub retries: u64,
+    /// Jobs refused because every instance was full.
+    pub busy: u64,
+    /// Submissions that failed (`CPA_STATUS_FAIL` or another error).
+    pub submit_failures: u64,
+    /// Callbacks with an error status.
+    pub callback_failures: u64,
+    /// `CPA_STATUS_RESTARTING` answers (submit or poll).
+    pub restarting: u64,
+    /// Times an instance left the rotation.
+    pub evictions: u64,
+    /// Times an instance came back after a successful probe.
+    pub readmissions: u64,
+    /// Operations never answered by the device, ended and freed at shutdown.
+    pub reclaimed: u64,
+    /// Operations in the device now.
+    pub outstanding: u64,
+}
+
+struct Shared {
+    rt: Arc<Runtime>,
+    counters: Counters,
+    /// Operation contexts handed to qatlib (addresses of leaked `Box<OpCtx>`).
+    outstanding: Mutex<HashSet<usize>>,
+}
+
+/// The QAT backend.
+pub struct QatBackend {
+    shared: Arc<Shared>,
+    next: AtomicUsize,
+    closed: AtomicBool,
+    /// Submissions hold it shared; shutdown takes it exclusively before it stops qatlib
+    /// and reclaims what the device still holds, so no submission is mid-call then.
+    gate: RwLock<()>,
+    ecdsa: bool,
+    rsa_crt: bool,
+}
+
+impl std::fmt::Debug for QatBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QatBackend")
+            .field("library", &self.shared.rt.lib.qat_path)
+            .field("section", &self.shared.rt.section)
+            .field("instances", &self.shared.rt.instances.len())
+            .finish()
+    }
+}
+
+impl QatBackend {
+    /// Load qatlib and start its crypto instances. The error is the one-line reason the
+    /// backend is unavailable.
+    pub fn new(cfg: &QatConfig) -> Result<Self, String> {
+        let rt = loader::runtime(cfg)?;
+        Ok(QatBackend {
+            shared: Arc::new(Shared {
+                rt,
+                counters: Counters::default(),
+                outstanding: Mutex::new(HashSet::new()),
+            }),
+            next: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            gate: RwLock::new(()),
+            ecdsa: cfg.ecdsa,
+            rsa_crt: cfg.rsa_crt,
+        })
+    }
+
+    /// Crypto instances in use.
+    pub fn instances(&self) -> usize {
+        self.shared.rt.instances.len()
+    }
+
+    /// Instances out of rotation now.
+    pub fn instances_down(&self) -> usize {
+        self.shared
+            .rt
+            .instances
+            .iter()
+            .filter(|i| i.is_down())
+            .count()
+    }
+
+    /// The library in use.
+    pub fn library(&self) -> &str {
+        &self.shared.rt.lib.qat_path
+    }
+
+    /// A copy of the counters.
+    pub fn stats(&self) -> QatStats {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        QatStats {
+            submitted: l(&c.submitted),
+            completed: l(&c.completed),
+            retries: l(&c.retries),
+            busy: l(&c.busy),
+            submit_failures: l(&c.submit_failures),
+            callback_failures: l(&c.callback_failures),
+            restarting: l(&c.restarting),
+            evictions: l(&c.evictions),
+            readmissions: l(&c.readmissions),
+            reclaimed: l(&c.reclaimed),
+            outstanding: lock(&self.shared.outstanding).len() as u64,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ------------------------------------------------------------------ pinned memory
+
+/// One pinned block from `qaeMemAllocNUMA`, zeroed and freed on drop.
+struct Pinned {
+    lib: &'static loader::Lib,
+    ptr: *mut u8,
+    len: usize,
+    used: usize,
+}
+
+// SAFETY: the block is plain memory owned by this value; qatlib only reads/writes it
+// between submit and callback, while the owning OpCtx is parked in `outstanding`.
+unsafe impl Send for Pinned {}
+
+impl Pinned {
+    fn new(lib: &'static loader::Lib, len: usize) -> Result<Self, OpError> {
+        // SAFETY: plain allocation call; the result is checked.
+        let ptr = unsafe { lib.usdm.qaeMemAllocNUMA(len, 0, 64) }.cast::<u8>();
+        if ptr.is_null() {
+            return Err(OpError::Busy(format!(
+                "qaeMemAllocNUMA({len}) failed: pinned memory exhausted (raise the memlock limit / usdm pool)"
+            )));
+        }
+        Ok(Pinned {
+            lib,
+            ptr,
+            len,
+            used: 0,
+        })
+    }
+
+    /// A flat buffer of `len` bytes holding `data` left-padded with zeros.
+    fn buffer(&mut self, len: usize, data: &[u8]) -> CpaFlatBuffer {
+        let off = self.used;
+        assert!(off + len <= self.len && data.len() <= len);
+        self.used += len.next_multiple_of(8);
+        // SAFETY: [off, off+len) lies inside the block (asserted above).
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) };
+        dst[len - data.len()..].copy_from_slice(data);
+        CpaFlatBuffer {
+            dataLenInBytes: len as u32,
+            pData: dst.as_mut_ptr(),
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // SAFETY: the block is ours and `len` bytes long; key material is wiped.
+        unsafe { std::ptr::write_bytes(self.ptr, 0, self.len) };
+        let mut p = self.ptr.cast::<c_void>();
+        // SAFETY: `p` came from qaeMemAllocNUMA and is freed exactly once.
+        unsafe { self.lib.usdm.qaeMemFreeNUMA(&mut p) };
+    }
+}
+
+fn read_flat(b: &CpaFlatBuffer) -> Vec<u8> {
+    // SAFETY: the buffer points into our pinned block, `dataLenInBytes` long.
+    unsafe { std::slice::from_raw_parts(b.pData, b.dataLenInBytes as usize) }.to_vec()
+}
+
+// ------------------------------------------------------------------ operations
+
+enum OpData {
+    Rsa {
+        op: sys::CpaCyRsaDecryptOpData,
+        key: sys::CpaCyRsaPrivateKey,
+        out: CpaFlatBuffer,
+    },
+    Ecdsa {
+        op: sys::CpaCyEcdsaSignRSOpData,
+        r: CpaFlatBuffer,
+        s: CpaFlatBuffer,
+        status: sys::CpaBoolean,
+    },
+}
+
+struct OpCtx {
+    job: Option<Job>,
+    shared: Arc<Shared>,
+    inst: usize,
+    data: OpData,
+    // Dropped after `data` (which points into it).
+    mem: Option<Pinned>,
+}
+
+/// Big-endian `v` as exactly `len` bytes (leading zeros stripped or added).
+fn fit(v: &[u8], len: usize) -> Option<Zeroizing<Vec<u8>>> {
+    let start = v.iter().position(|&b| b != 0).unwrap_or(v.len());
+    let v = &v[start..];
+    if v.len() > len {
+        return None;
+    }
+    let mut out = Zeroizing::new(vec![0u8; len]);
+    out[len - v.len()..].copy_from_slice(v);
+    Some(out)
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("curve constant"))
+        .collect()
+}
+
+struct Curve {
+    q: &'static str,
+    a: &'static str,
+    b: &'static str,
+    gx: &'static str,
+    gy: &'static str,
+    n: &'static str,
+}
+
+/// SEC 2 / FIPS 186-4 domain parameters.
+const P256: Curve = Curve {
+    q: "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff",
+    a: "ffffffff00000001000000000000000000000000fffffffffffffffffffffffc",
+    b: "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
+    gx: "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296",
+    gy: "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
+    n: "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551",
+};
+const P384: Curve = Curve {
+    q: "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff",
+    a: "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000fffffffc",
+    b: "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef",
+    gx: "aa87ca22be8b05378eb1c71ef320ad746e1d3b628ba79b9859f741e082542a385502f25dbf55296c3a545e3872760ab7",
+    gy: "3617de4a96262c6f5d9e98bf9292dc29f8f41dbd289a147ce9da3113b5f0b8c00a60b1ce1d7e819d7a431d7c90ea0e5f",
+    n: "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973",
+};
+
+/// A fresh nonce in [1, n-1] from the system CSPRNG (rejection sampling: uniform).
+fn nonce(n: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpError> {
+    let mut k = Zeroizing::new(vec![0u8; n.len()]);
+    loop {
+        getrandom::fill(&mut k)
+            .map_err(|e| OpError::Failed(format!("system random source failed: {e}")))?;
+        if k.iter().any(|&b| b != 0) && k.as_slice() < n {
+            return Ok(k);
+        }
+    }
+}
+
+/// The digest as an integer for a curve of `n` bytes (SEC 1: leftmost bytes).
+fn field_sized(digest: &[u8], n: usize) -> Vec<u8> {
+    if digest.len() >= n {
+        digest[..n].to_vec()
+    } else {
+        let mut v = vec![0u8; n - digest.len()];
+        v.extend_from_slice(digest);
+        v
+    }
+}
+
+fn build(job: &Job, lib: &'static loader::Lib, rsa_crt: bool) -> Result<(OpData, Pinned), OpError> {
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let bad = |why: &str| OpError::Failed(format!("QAT: {why}"));
+    match (&job.op, job.key.material()) {
+        (RawOp::RsaPrivate(input), KeyMaterial::Rsa(key)) => {
+            let k = key.size();
+            if input.len() != k {
+                return Err(bad("RSA input is not the modulus length"));
+            }
+            let half = k / 2;
+            let crt = (|| {
+                let primes = key.primes();
+                if !rsa_crt || primes.len() != 2 || k % 2 != 0 {
+                    return None;
+                }
+                let qinv = key.crt_coefficient()?;
+                Some([
+                    fit(&primes[0].as_ref().to_be_bytes(), half)?,
+                    fit(&primes[1].as_ref().to_be_bytes(), half)?,
+                    fit(&key.dp()?.to_be_bytes(), half)?,
+                    fit(&key.dq()?.to_be_bytes(), half)?,
+                    fit(&Zeroizing::new(qinv.to_be_bytes()), half)?,
+                ])
+            })();
+            let mut key_data = sys::CpaCyRsaPrivateKey {
+                version: sys::_CpaCyRsaVersion_CPA_CY_RSA_VERSION_TWO_PRIME,
+                ..Default::default()
+            };
+            let mut mem;
+            match crt {
+                Some([p, q, dp, dq, qinv]) => {
+                    mem = Pinned::new(
+                        lib,
+                        5 * half.next_multiple_of(8) + 2 * k.next_multiple_of(8),
+                    )?;
+                    key_data.privateKeyRepType =
+                        sys::_CpaCyRsaPrivateKeyRepType_CPA_CY_RSA_PRIVATE_KEY_REP_TYPE_2;
+                    key_data.privateKeyRep2 = sys::CpaCyRsaPrivateKeyRep2 {
+                        prime1P: mem.buffer(half, &p),
+                        prime2Q: mem.buffer(half, &q),
+                        exponent1Dp: mem.buffer(half, &dp),
+                        exponent2Dq: mem.buffer(half, &dq),
+                        coefficientQInv: mem.buffer(half, &qinv),
+                    };
+                }
+                None => {
+                    let n = fit(&key.n().to_be_bytes(), k).ok_or_else(|| bad("modulus size"))?;
+                    let d = fit(&key.d().to_be_bytes(), k).ok_or_else(|| bad("exponent size"))?;
+                    mem = Pinned::new(lib, 4 * k.next_multiple_of(8))?;
+                    key_data.privateKeyRepType =
+                        sys::_CpaCyRsaPrivateKeyRepType_CPA_CY_RSA_PRIVATE_KEY_REP_TYPE_1;
+                    key_data.privateKeyRep1 = sys::CpaCyRsaPrivateKeyRep1 {
+                        modulusN: mem.buffer(k, &n),
+                        privateExponentD: mem.buffer(k, &d),
+                    };
+                }
+            }
+            let op = sys::CpaCyRsaDecryptOpData {
+                pRecipientPrivateKey: std::ptr::null_mut(),
+                inputData: mem.buffer(k, input),
+            };
+            let out = mem.buffer(k, &[]);
+            Ok((
+                OpData::Rsa {
+                    op,
+                    key: key_data,
+                    out,
+                },
+                mem,
+            ))
+        }
+        (RawOp::EcdsaSign(digest), KeyMaterial::P256(_) | KeyMaterial::P384(_)) => {
+            let (curve, d) = match job.key.material() {
+                KeyMaterial::P256(k) => (&P256, Zeroizing::new(k.to_bytes().to_vec())),
+                KeyMaterial::P384(k) => (&P384, Zeroizing::new(k.to_bytes().to_vec())),
+                KeyMaterial::Rsa(_) => unreachable!("matched above"),
+            };
+            let n = unhex(curve.n);
+            let len = n.len();
+            let k = nonce(&n)?;
+            let m = field_sized(digest, len);
+            let mut mem = Pinned::new(lib, 11 * len.next_multiple_of(8))?;
+            let op = sys::CpaCyEcdsaSignRSOpData {
+                xg: mem.buffer(len, &unhex(curve.gx)),
+                yg: mem.buffer(len, &unhex(curve.gy)),
+                n: mem.buffer(len, &n),
+                q: mem.buffer(len, &unhex(curve.q)),
+                a: mem.buffer(len, &unhex(curve.a)),
+                b: mem.buffer(len, &unhex(curve.b)),
+                k: mem.buffer(len, &k),
+                m: mem.buffer(len, &m),
+                d: mem.buffer(len, &d),
+                fieldType: sys::_CpaCyEcFieldType_CPA_CY_EC_FIELD_TYPE_PRIME,
+            };
+            let r = mem.buffer(len, &[]);
+            let s = mem.buffer(len, &[]);
+            Ok((
+                OpData::Ecdsa {
+                    op,
+                    r,
+                    s,
+                    status: sys::_CpaBoolean_CPA_FALSE,
+                },
+                mem,
+            ))
+        }
+        (op, _) => Err(bad(&format!(
+            "{op:?} does not fit a {} key",
+            job.key.key_type()
+        ))),
+    }
+}
+
+enum Submit {
+    Accepted,
+    Retry,
+    Restarting,
+    Failed(CpaStatus),
+}
+
+/// Hand one prepared operation to one instance.
+///
+/// # Safety
+/// `ctx` is a leaked `Box<OpCtx>` registered in `outstanding`; on anything but
+/// `Accepted` qatlib did not take it and the caller still owns it.
+unsafe fn submit_to(ctx: *mut OpCtx, inst: &Inst) -> Submit {
+    // SAFETY: the caller owns `ctx` until qatlib accepts it; the poll thread cannot see
+    // it before that.
+    let c = unsafe { &mut *ctx };
+    let lib = c.shared.rt.lib;
+    let tag = ctx.cast::<c_void>();
+    let s = match &mut c.data {
+        OpData::Rsa { op, key, out } => {
+            op.pRecipientPrivateKey = key;
+            // SAFETY: op data, key and buffers live in the boxed context (and its pinned
+            // block) until the callback frees them.
+            unsafe {
+                lib.qat
+                    .cpaCyRsaDecrypt(inst.handle(), Some(rsa_cb), tag, op, out)
+            }
+        }
+        OpData::Ecdsa { op, r, s, status } => {
+            // SAFETY: as above.
+            unsafe {
+                lib.qat
+                    .cpaCyEcdsaSignRS(inst.handle(), Some(ecdsa_cb), tag, op, status, r, s)
+            }
+        }
+    };
+    match s {
+        0 => Submit::Accepted,
+        sys::CPA_STATUS_RETRY => Submit::Retry,
+        sys::CPA_STATUS_RESTARTING => Submit::Restarting,
+        other => Submit::Failed(other),
+    }
+}
+
+/// End an operation from its callback: copy the result out, free the pinned block,
+/// then complete the job.
+fn finish(mut ctx: Box<OpCtx>, result: Result<Vec<u8>, String>) {
+    let shared = Arc::clone(&ctx.shared);
+    lock(&shared.outstanding).remove(&(&*ctx as *const OpCtx as usize));
+    shared.rt.completions.fetch_add(1, Ordering::Relaxed);
+    let inst = &shared.rt.instances[ctx.inst];
+    let c = &shared.counters;
+    match &result {
+        Ok(_) => {
+            c.completed.fetch_add(1, Ordering::Relaxed);
+            if inst.ok() {
+                c.readmissions.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(instance = %inst.name, "QAT instance answered its probe; back in rotation");
+            }
+        }
+        Err(why) => {
+            c.callback_failures.fetch_add(1, Ordering::Relaxed);
+            if inst.failed(&shared.rt, false) {
+                c.evictions.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(instance = %inst.name, %why, "QAT instance failing; out of rotation");
+            }
+        }
+    }
+    let job = ctx.job.take();
+    drop(ctx.mem.take());
+    drop(ctx);
+    if let Some(job) = job {
+        job.complete(result.map_err(OpError::Failed));
+    }
+}
+
+unsafe extern "C" fn rsa_cb(
+    tag: *mut c_void,
+    status: CpaStatus,
+    _op: *mut c_void,
+    _out: *mut CpaFlatBuffer,
+) {
+    let r = std::panic::catch_unwind(|| {
+        // SAFETY: `tag` is the leaked Box<OpCtx> we passed at submit; qatlib calls the
+        // callback once.
+        let ctx = unsafe { Box::from_raw(tag.cast::<OpCtx>()) };
+        let result = match (&ctx.data, status) {
+            (OpData::Rsa { out, .. }, 0) => Ok(read_flat(out)),
+            (_, s) => Err(format!(
+                "cpaCyRsaDecrypt callback status {}",
+                status_text(s)
+            )),
+        };
+        finish(ctx, result);
+    });
+    if r.is_err() {
+        tracing::error!("panic in the QAT RSA callback (caught)");
+    }
+}
+
+unsafe extern "C" fn ecdsa_cb(
+    tag: *mut c_void,
+    status: CpaStatus,
+    _op: *mut c_void,
+    ok: sys::CpaBoolean,
+    _r: *mut CpaFlatBuffer,
+    _s: *mut CpaFlatBuffer,
+) {
+    let r = std::panic::catch_unwind(|| {
+        // SAFETY: as in rsa_cb.
+        let ctx = unsafe { Box::from_raw(tag.cast::<OpCtx>()) };
+        let result = match (&ctx.data, status, ok) {
+            (OpData::Ecdsa { r, s, .. }, 0, sys::_CpaBoolean_CPA_TRUE) => {
+                let mut v = read_flat(r);
+                v.extend_from_slice(&read_flat(s));
+                Ok(v)
+            }
+            (_, s, ok) => Err(format!(
+                "cpaCyEcdsaSignRS callback status {}, signStatus {ok}",
+                status_text(s)
+            )),
+        };
+        finish(ctx, result);
+    });
+    if r.is_err() {
+        tracing::error!("panic in the QAT ECDSA callback (caught)");
+    }
+}
+
+impl Backend for QatBackend {
+    fn name(&self) -> &'static str {
+        "qat"
+    }
+
+    fn availability(&self) -> Result<(), String> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err("QAT backend shut down".into());
+        }
+        let rt = &self.shared.rt;
+        if rt.instances.iter().any(|i| i.usable(rt)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "all {} QAT instances are out of rotation (failing or restarting)",
+                rt.instances.len()
+            ))
+        }
+    }
+
+    fn supports(&self, key: &PrivateKey) -> bool {
+        key.key_type().is_rsa() || self.ecdsa
+    }
+
+    fn needs_polling(&self) -> bool {
+        true
+    }
+
+    fn submit(&self, job: Job) -> Result<(), Rejected> {
+        let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Rejected {
+                job,
+                error: OpError::Unavailable("QAT backend shut down".into()),
+            });
+        }
+        let shared = &self.shared;
+        let rt = &shared.rt;
+        let (data, mem) = match build(&job, rt.lib, self.rsa_crt) {
+            Ok(v) => v,
+            Err(error) => return Err(Rejected { job, error }),
+        };
+        let ptr = Box::into_raw(Box::new(OpCtx {
+            job: Some(job),
+            shared: Arc::clone(shared),
+            inst: 0,
+            data,
+            mem: Some(mem),
+        }));
+        let c = &shared.counters;
+        let n = rt.instances.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut full = 0;
+        let mut error = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let inst = &rt.instances[idx];
+            if !inst.usable(rt) {
+                continue;
+            }
+            // SAFETY: we own `ptr` until qatlib accepts it.
+            unsafe { (*ptr).inst = idx };
+            lock(&shared.outstanding).insert(ptr as usize);
+            // SAFETY: `ptr` is a leaked Box<OpCtx> registered just above.
+            let r = unsafe { submit_to(ptr, inst) };
+            if let Submit::Accepted = r {
+                c.submitted.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            lock(&shared.outstanding).remove(&(ptr as usize));
+            match r {
+                Submit::Accepted => unreachable!(),
+                Submit::Retry => {
+                    c.retries.fetch_add(1, Ordering::Relaxed);
+                    full += 1;
+                }
+                Submit::Restarting => {
+                    c.restarting.fetch_add(1, Ordering::Relaxed);
+                    if inst.failed(rt, true) {
+                        c.evictions.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(instance = %inst.name, "QAT instance restarting; out of rotation");
+                    }
+                }
+                Submit::Failed(s) => {
+                    c.submit_failures.fetch_add(1, Ordering::Relaxed);
+                    if inst.failed(rt, false) {
+                        c.evictions.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(instance = %inst.name, status = %status_text(s), "QAT instance failing; out of rotation");
+                    }
+                    error = Some(OpError::Failed(format!(
+                        "QAT instance {} refused the request: {}",
+                        inst.name,
+                        status_text(s)
+                    )));
+                    break;
+                }
+            }
+        }
+        // SAFETY: qatlib did not take `ptr`; we own it again.
+        let mut ctx = unsafe { Box::from_raw(ptr) };
+        let job = ctx.job.take().expect("job present until completion");
+        drop(ctx);
+        let error = error.unwrap_or_else(|| {
+            if full > 0 {
+                c.busy.fetch_add(1, Ordering::Relaxed);
+                OpError::Busy(format!(
+                    "{full} of {n} QAT instances answered CPA_STATUS_RETRY (rings full), the rest are out of rotation"
+                ))
+            } else {
+                OpError::Unavailable(format!(
+                    "all {n} QAT instances are out of rotation (failing or restarting)"
+                ))
+            }
+        });
+        Err(Rejected { job, error })
+    }
+
+    fn poll(&self) -> usize {
+        let rt = &self.shared.rt;
+        if rt.is_stopped() {
+            return 0;
+        }
+        let before = rt.completions.load(Ordering::Relaxed);
+        for inst in &rt.instances {
+            // SAFETY: a started instance; callbacks run inside this call on this thread.
+            let s = unsafe { rt.lib.qat.icp_sal_CyPollInstance(inst.handle(), 0) };
+            match s {
+                0 | sys::CPA_STATUS_RETRY => {}
+                sys::CPA_STATUS_RESTARTING => {
+                    self.shared
+                        .counters
+                        .restarting
+                        .fetch_add(1, Ordering::Relaxed);
+                    if inst.failed(rt, true) {
+                        self.shared
+                            .counters
+                            .evictions
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(instance = %inst.name, "QAT instance restarting; out of rotation");
+                    }
+                }
+                other => {
+                    if inst.failed(rt, false) {
+                        self.shared
+                            .counters
+                            .evictions
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(instance = %inst.name, status = %status_text(other), "polling QAT instance failed; out of rotation");
+                    }
+                }
+            }
+        }
+        rt.completions.load(Ordering::Relaxed).wrapping_sub(before)
+    }
+
+    fn shutdown(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = &self.shared;
+        // Let the device answer what it holds (bounded), so its memory is not freed
+        // under it.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while !lock(&shared.outstanding).is_empty() && Instant::now() < deadline {
+            if self.poll() == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        // Wait for submissions in progress; later ones see `closed`.
+        let _gate = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let last = shared.rt.users.fetch_sub(1, Ordering::AcqRel) == 1;
+        if !last {
+            // Another backend keeps qatlib running and polls: late callbacks still free
+            // their own memory.
+            return;
+        }
+        shared.rt.stop();
+        // No callback runs after the instances stopped: end and free what is left.
+        let rest: Vec<usize> = lock(&shared.outstanding).drain().collect();
+        for p in rest {
+            // SAFETY: each address is a leaked Box<OpCtx> qatlib accepted and will never
+            // call back for (instances stopped); it is removed from the set once.
+            let mut ctx = unsafe { Box::from_raw(p as *mut OpCtx) };
+            shared.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
+            let job = ctx.job.take();
+            drop(ctx);
+            if let Some(job) = job {
+                job.complete(Err(OpError::Shutdown));
+            }
+        }
+    }
+}
+
+impl Drop for QatBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The QAT backend's stand-in when qatlib is unusable and the configuration still asks
+/// for QAT with software fallback: reports the reason and refuses every job, so the
+/// engine runs each operation on the fallback (and counts it).
+#[derive(Debug)]
+pub struct UnavailableQat {
+    reason: String,
+}
+
+impl UnavailableQat {
+    /// A stand-in that refuses with `reason`.
+    pub fn new(reason: String) -> Self {
+        UnavailableQat { reason }
+    }
+}
+
+impl Backend for UnavailableQat {
+    fn name(&self) -> &'static str {
+        "qat"
+    }
+
+    fn availability(&self) -> Result<(), String> {
+        Err(self.reason.clone())
+    }
+
+    fn submit(&self, job: Job) -> Result<(), Rejected> {
+        Err(Rejected {
+            job,
+            error: OpError::Unavailable(self.reason.clone()),
+        })
+    }
+}

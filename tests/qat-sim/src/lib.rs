@@ -1,0 +1,1302 @@
+//! qat-sim: a software qatlib for envoy-qat's tests.
+//!
+//! A cdylib that exports the subset of qatlib (`libqat.so.4`) and usdm (`libusdm.so.0`)
+//! that envoy-qat's QAT backend calls, built from the same bindgen'd headers: every
+//! exported function's signature is checked at compile time against the field types of
+//! bindgen's `QatLib` struct (see [`signature_checks`]). The backend loads it through the
+//! very same dlopen path as the real library.
+//!
+//! What it does, like a device:
+//! - real arithmetic: RSA (key representation type 1 `n, d` and type 2 CRT `p, q, dP,
+//!   dQ, qInv`) with num-bigint, ECDSA P-256/P-384 `r, s` for a caller-supplied nonce `k`
+//!   with the p256/p384 crates (curve parameters passed in are checked);
+//! - work runs on its own worker thread(s); a request completes (output written,
+//!   callback called) ONLY inside `icp_sal_CyPollInstance`, and not before its simulated
+//!   device latency has passed;
+//! - each instance has a finite ring: a submission beyond it returns `CPA_STATUS_RETRY`;
+//! - every flat buffer handed to it must lie inside memory from `qaeMemAllocNUMA`
+//!   (else `CPA_STATUS_INVALID_PARAM`), and it counts pinned allocations and frees;
+//! - deterministic (seeded) fault injection per instance: fail at submit, fail in the
+//!   callback, spurious RETRY, slow responses, periodic restarts (in-flight requests then
+//!   complete with `CPA_STATUS_FAIL`; submissions during the restart get
+//!   `CPA_STATUS_RESTARTING`), or no device at all (`icp_sal_userStart` fails and prints
+//!   "Failed to start <section>" as the real library does).
+//!
+//! Configuration, read at `icp_sal_userStart`: the string given to
+//! [`qat_sim_configure`] if any, else the environment: `QAT_SIM_INSTANCES`,
+//! `QAT_SIM_RING`, `QAT_SIM_LATENCY_US`, `QAT_SIM_SEED`, `QAT_SIM_WORKERS`,
+//! `QAT_SIM_SECTION`, `QAT_SIM_NO_DEVICE`, `QAT_SIM_FAULT_INSTANCES` (e.g. `0+2`) and
+//! `QAT_SIM_FAULTS` (e.g. `submit_fail=0.01,cb_fail=0.01,retry=0.1,slow=0.01,slow_us=5000,
+//! restart_every_ms=200,restart_ms=20`). The configure string takes the same keys in one
+//! comma-separated list (`instances=2,ring=64,latency_us=50,cb_fail=0.1,...`).
+//!
+//! It is a test double for qatlib's API contract, not a model of QAT hardware timing.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::alloc::Layout;
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use num_bigint::BigUint;
+
+#[allow(
+    non_snake_case,
+    non_camel_case_types,
+    non_upper_case_globals,
+    dead_code,
+    unused_imports,
+    unsafe_op_in_unsafe_fn,
+    clippy::all
+)]
+mod sys {
+    include!(concat!(env!("OUT_DIR"), "/qat_sys.rs"));
+}
+use sys::*;
+
+const SUCCESS: CpaStatus = CPA_STATUS_SUCCESS as CpaStatus;
+const FAIL: CpaStatus = CPA_STATUS_FAIL;
+const RETRY: CpaStatus = CPA_STATUS_RETRY;
+const INVALID: CpaStatus = CPA_STATUS_INVALID_PARAM;
+const RESTARTING: CpaStatus = CPA_STATUS_RESTARTING;
+const UNSUPPORTED: CpaStatus = CPA_STATUS_UNSUPPORTED;
+const REP_TYPE_1: CpaCyRsaPrivateKeyRepType =
+    _CpaCyRsaPrivateKeyRepType_CPA_CY_RSA_PRIVATE_KEY_REP_TYPE_1;
+const REP_TYPE_2: CpaCyRsaPrivateKeyRepType =
+    _CpaCyRsaPrivateKeyRepType_CPA_CY_RSA_PRIVATE_KEY_REP_TYPE_2;
+
+// ---------------------------------------------------------------- configuration
+
+#[derive(Clone, Debug)]
+struct Config {
+    instances: usize,
+    ring: usize,
+    latency: Duration,
+    seed: u64,
+    workers: usize,
+    section: Option<String>,
+    no_device: bool,
+    fault_instances: Option<Vec<usize>>,
+    submit_fail: f64,
+    cb_fail: f64,
+    retry: f64,
+    slow_p: f64,
+    slow: Duration,
+    restart_every: Option<Duration>,
+    restart_for: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            instances: 2,
+            ring: 64,
+            latency: Duration::ZERO,
+            seed: 1,
+            workers: 1,
+            section: None,
+            no_device: false,
+            fault_instances: None,
+            submit_fail: 0.0,
+            cb_fail: 0.0,
+            retry: 0.0,
+            slow_p: 0.0,
+            slow: Duration::from_millis(5),
+            restart_every: None,
+            restart_for: Duration::from_millis(20),
+        }
+    }
+}
+
+impl Config {
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        let num = |v: &str| {
+            v.trim()
+                .parse::<f64>()
+                .map_err(|e| format!("{key}={v}: {e}"))
+        };
+        let int = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|e| format!("{key}={v}: {e}"))
+        };
+        match key.trim() {
+            "instances" => self.instances = int(value)?.clamp(0, 64) as usize,
+            "ring" => self.ring = int(value)?.max(1) as usize,
+            "latency_us" => self.latency = Duration::from_micros(int(value)?),
+            "seed" => self.seed = int(value)?,
+            "workers" => self.workers = int(value)?.clamp(1, 16) as usize,
+            "section" => self.section = Some(value.trim().to_string()),
+            "no_device" => self.no_device = value.trim() != "0",
+            "fault_instances" => {
+                let v: Result<Vec<usize>, String> = value
+                    .split('+')
+                    .map(|s| int(s).map(|n| n as usize))
+                    .collect();
+                self.fault_instances = Some(v?);
+            }
+            "submit_fail" => self.submit_fail = num(value)?,
+            "cb_fail" => self.cb_fail = num(value)?,
+            "retry" => self.retry = num(value)?,
+            "slow" => self.slow_p = num(value)?,
+            "slow_us" => self.slow = Duration::from_micros(int(value)?),
+            "restart_every_ms" => {
+                let ms = int(value)?;
+                self.restart_every = (ms > 0).then(|| Duration::from_millis(ms));
+            }
+            "restart_ms" => self.restart_for = Duration::from_millis(int(value)?),
+            other => return Err(format!("unknown qat-sim setting \"{other}\"")),
+        }
+        Ok(())
+    }
+
+    fn apply_list(&mut self, list: &str) -> Result<(), String> {
+        for item in list.split(',').filter(|s| !s.trim().is_empty()) {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| format!("qat-sim setting \"{item}\" is not key=value"))?;
+            self.set(k, v)?;
+        }
+        Ok(())
+    }
+
+    fn from_env() -> Result<Self, String> {
+        let mut c = Config::default();
+        for (var, key) in [
+            ("QAT_SIM_INSTANCES", "instances"),
+            ("QAT_SIM_RING", "ring"),
+            ("QAT_SIM_LATENCY_US", "latency_us"),
+            ("QAT_SIM_SEED", "seed"),
+            ("QAT_SIM_WORKERS", "workers"),
+            ("QAT_SIM_SECTION", "section"),
+            ("QAT_SIM_NO_DEVICE", "no_device"),
+            ("QAT_SIM_FAULT_INSTANCES", "fault_instances"),
+        ] {
+            if let Ok(v) = std::env::var(var) {
+                c.set(key, &v)?;
+            }
+        }
+        if let Ok(v) = std::env::var("QAT_SIM_FAULTS") {
+            c.apply_list(&v)?;
+        }
+        Ok(c)
+    }
+}
+
+// ---------------------------------------------------------------- counters
+
+static SUBMITS: AtomicU64 = AtomicU64::new(0);
+static RETRIES: AtomicU64 = AtomicU64::new(0);
+static SUBMIT_FAULTS: AtomicU64 = AtomicU64::new(0);
+static CB_FAULTS: AtomicU64 = AtomicU64::new(0);
+static RESTARTS: AtomicU64 = AtomicU64::new(0);
+static COMPLETIONS: AtomicU64 = AtomicU64::new(0);
+static STARTS: AtomicU64 = AtomicU64::new(0);
+static STOPS: AtomicU64 = AtomicU64::new(0);
+static POLLS: AtomicU64 = AtomicU64::new(0);
+static INVALID_PARAMS: AtomicU64 = AtomicU64::new(0);
+static RSA_REP1: AtomicU64 = AtomicU64::new(0);
+static RSA_REP2: AtomicU64 = AtomicU64::new(0);
+static MEM_ALLOCS: AtomicU64 = AtomicU64::new(0);
+static MEM_FREES: AtomicU64 = AtomicU64::new(0);
+static MEM_BAD_FREES: AtomicU64 = AtomicU64::new(0);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------- pinned memory
+
+/// Live allocations: start address -> (size, layout).
+static MEM: Mutex<BTreeMap<usize, Layout>> = Mutex::new(BTreeMap::new());
+
+fn is_pinned(ptr: *const u8, len: usize) -> bool {
+    let addr = ptr as usize;
+    let mem = lock(&MEM);
+    match mem.range(..=addr).next_back() {
+        Some((&start, layout)) => addr + len <= start + layout.size(),
+        None => false,
+    }
+}
+
+/// `qaeMemAllocNUMA`: zeroed memory aligned to `phys_alignment_byte` (at least 64).
+#[no_mangle]
+pub extern "C" fn qaeMemAllocNUMA(
+    size: usize,
+    _node: c_int,
+    phys_alignment_byte: usize,
+) -> *mut c_void {
+    let align = phys_alignment_byte.max(64).next_power_of_two();
+    let Ok(layout) = Layout::from_size_align(size.max(1), align) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) };
+    if !p.is_null() {
+        lock(&MEM).insert(p as usize, layout);
+        MEM_ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+    p.cast()
+}
+
+/// `qaeMemFreeNUMA`: frees `*ptr` (if it came from `qaeMemAllocNUMA`) and sets it to NULL.
+///
+/// # Safety
+/// `ptr` is NULL or points to a pointer variable.
+#[no_mangle]
+pub unsafe extern "C" fn qaeMemFreeNUMA(ptr: *mut *mut c_void) {
+    if ptr.is_null() {
+        return;
+    }
+    // SAFETY: the caller passes a valid pointer to a pointer variable.
+    let p = unsafe { *ptr };
+    if p.is_null() {
+        return;
+    }
+    let layout = lock(&MEM).remove(&(p as usize));
+    match layout {
+        Some(layout) => {
+            // SAFETY: `p` was allocated by qaeMemAllocNUMA with exactly this layout and is
+            // removed from the live map, so it is freed once.
+            unsafe { std::alloc::dealloc(p.cast(), layout) };
+            MEM_FREES.fetch_add(1, Ordering::Relaxed);
+        }
+        None => {
+            MEM_BAD_FREES.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    // SAFETY: as above.
+    unsafe { *ptr = std::ptr::null_mut() };
+}
+
+/// `qaeVirtToPhysNUMA`: the "physical" address of pinned memory (identity here), or 0
+/// for memory that did not come from `qaeMemAllocNUMA`.
+#[no_mangle]
+pub extern "C" fn qaeVirtToPhysNUMA(virt: *mut c_void) -> u64 {
+    if is_pinned(virt as *const u8, 1) {
+        virt as u64
+    } else {
+        0
+    }
+}
+
+// ---------------------------------------------------------------- the device
+
+enum Work {
+    Rsa(RsaWork),
+    Ecdsa(EcdsaWork),
+}
+
+enum RsaWork {
+    Rep1 {
+        n: Vec<u8>,
+        d: Vec<u8>,
+        c: Vec<u8>,
+    },
+    Rep2 {
+        p: Vec<u8>,
+        q: Vec<u8>,
+        dp: Vec<u8>,
+        dq: Vec<u8>,
+        qinv: Vec<u8>,
+        c: Vec<u8>,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Curve {
+    P256,
+    P384,
+}
+
+struct EcdsaWork {
+    curve: Curve,
+    k: Vec<u8>,
+    m: Vec<u8>,
+    d: Vec<u8>,
+}
+
+enum Output {
+    Rsa(Vec<u8>),
+    Ecdsa(Vec<u8>, Vec<u8>),
+}
+
+#[derive(Clone, Copy)]
+enum Callback {
+    Rsa {
+        cb: unsafe extern "C" fn(*mut c_void, CpaStatus, *mut c_void, *mut CpaFlatBuffer),
+        out: usize,
+    },
+    Ecdsa {
+        cb: unsafe extern "C" fn(
+            *mut c_void,
+            CpaStatus,
+            *mut c_void,
+            CpaBoolean,
+            *mut CpaFlatBuffer,
+            *mut CpaFlatBuffer,
+        ),
+        r: usize,
+        s: usize,
+    },
+}
+
+struct Request {
+    inst: usize,
+    generation: u64,
+    callback: Callback,
+    tag: usize,
+    opdata: usize,
+    ready_at: Instant,
+    cb_fail: bool,
+    work: Work,
+}
+
+struct Response {
+    generation: u64,
+    callback: Callback,
+    tag: usize,
+    opdata: usize,
+    ready_at: Instant,
+    result: Result<Output, CpaStatus>,
+}
+
+struct InstState {
+    started: bool,
+    in_ring: usize,
+    generation: u64,
+    done: VecDeque<Response>,
+    restart_until: Option<Instant>,
+    next_restart: Option<Instant>,
+}
+
+struct Instance {
+    idx: usize,
+    faulty: bool,
+    state: Mutex<InstState>,
+}
+
+struct Sim {
+    cfg: Config,
+    instances: Vec<Instance>,
+    draws: AtomicU64,
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+static SIM: Mutex<Option<Arc<Sim>>> = Mutex::new(None);
+static CONFIGURED: Mutex<Option<String>> = Mutex::new(None);
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+fn sim() -> Option<Arc<Sim>> {
+    lock(&SIM).clone()
+}
+
+impl Sim {
+    /// A deterministic draw in [0, 1) from the seed and a draw counter (splitmix64).
+    fn draw(&self) -> f64 {
+        let n = self.draws.fetch_add(1, Ordering::Relaxed);
+        let mut z = self
+            .cfg
+            .seed
+            .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn instance(&self, handle: CpaInstanceHandle) -> Option<&Instance> {
+        let i = handle as usize;
+        if i == 0 {
+            return None;
+        }
+        self.instances.get(i - 1)
+    }
+
+    /// Apply the restart schedule of a faulty instance. Returns whether it is restarting.
+    fn restarting(&self, inst: &Instance, st: &mut InstState, now: Instant) -> bool {
+        if let (true, Some(every)) = (inst.faulty, self.cfg.restart_every) {
+            let next = *st.next_restart.get_or_insert(now + every);
+            if now >= next {
+                st.restart_until = Some(now + self.cfg.restart_for);
+                st.next_restart = Some(now + every);
+                st.generation += 1;
+                RESTARTS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        match st.restart_until {
+            Some(t) if now < t => true,
+            Some(_) => {
+                st.restart_until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Common admission of a request: returns the instance index and generation, or a
+    /// status to return to the caller.
+    fn admit(&self, handle: CpaInstanceHandle) -> Result<(usize, u64, bool, Instant), CpaStatus> {
+        let inst = self.instance(handle).ok_or(INVALID)?;
+        let now = Instant::now();
+        // Fixed number of draws per request keeps a seeded run reproducible.
+        let (f_submit, f_retry, f_cb, f_slow) =
+            (self.draw(), self.draw(), self.draw(), self.draw());
+        let mut st = lock(&inst.state);
+        if !st.started {
+            return Err(FAIL);
+        }
+        if self.restarting(inst, &mut st, now) {
+            return Err(RESTARTING);
+        }
+        if inst.faulty && f_submit < self.cfg.submit_fail {
+            SUBMIT_FAULTS.fetch_add(1, Ordering::Relaxed);
+            return Err(FAIL);
+        }
+        if st.in_ring >= self.cfg.ring || (inst.faulty && f_retry < self.cfg.retry) {
+            RETRIES.fetch_add(1, Ordering::Relaxed);
+            return Err(RETRY);
+        }
+        st.in_ring += 1;
+        let latency = if inst.faulty && f_slow < self.cfg.slow_p {
+            self.cfg.slow
+        } else {
+            self.cfg.latency
+        };
+        let cb_fail = inst.faulty && f_cb < self.cfg.cb_fail;
+        Ok((inst.idx, st.generation, cb_fail, now + latency))
+    }
+
+    fn unadmit(&self, idx: usize) {
+        let mut st = lock(&self.instances[idx].state);
+        st.in_ring = st.in_ring.saturating_sub(1);
+    }
+
+    fn enqueue(&self, req: Request) -> CpaStatus {
+        let idx = req.inst;
+        let sent = match lock(&self.tx).as_ref() {
+            Some(tx) => tx.send(req).is_ok(),
+            None => false,
+        };
+        if sent {
+            SUBMITS.fetch_add(1, Ordering::Relaxed);
+            SUCCESS
+        } else {
+            self.unadmit(idx);
+            FAIL
+        }
+    }
+}
+
+fn worker(sim: Arc<Sim>, rx: Arc<Mutex<mpsc::Receiver<Request>>>) {
+    loop {
+        let req = {
+            let rx = lock(&rx);
+            match rx.recv() {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        };
+        let result = match &req.work {
+            Work::Rsa(w) => rsa(w).map(Output::Rsa),
+            Work::Ecdsa(w) => ecdsa(w).map(|(r, s)| Output::Ecdsa(r, s)),
+        };
+        let result = if req.cb_fail {
+            CB_FAULTS.fetch_add(1, Ordering::Relaxed);
+            Err(FAIL)
+        } else {
+            result
+        };
+        let resp = Response {
+            generation: req.generation,
+            callback: req.callback,
+            tag: req.tag,
+            opdata: req.opdata,
+            ready_at: req.ready_at,
+            result,
+        };
+        let mut st = lock(&sim.instances[req.inst].state);
+        if st.started {
+            st.done.push_back(resp);
+        }
+    }
+}
+
+fn big(b: &[u8]) -> BigUint {
+    BigUint::from_bytes_be(b)
+}
+
+fn fixed(v: &BigUint, len: usize) -> Vec<u8> {
+    let b = v.to_bytes_be();
+    let mut out = vec![0u8; len.max(b.len())];
+    let off = out.len() - b.len();
+    out[off..].copy_from_slice(&b);
+    out
+}
+
+fn rsa(w: &RsaWork) -> Result<Vec<u8>, CpaStatus> {
+    match w {
+        RsaWork::Rep1 { n, d, c } => {
+            RSA_REP1.fetch_add(1, Ordering::Relaxed);
+            let (nn, cc) = (big(n), big(c));
+            if cc >= nn {
+                return Err(FAIL);
+            }
+            Ok(fixed(&cc.modpow(&big(d), &nn), n.len()))
+        }
+        RsaWork::Rep2 {
+            p,
+            q,
+            dp,
+            dq,
+            qinv,
+            c,
+        } => {
+            RSA_REP2.fetch_add(1, Ordering::Relaxed);
+            let (p, q, cc) = (big(p), big(q), big(c));
+            let n = &p * &q;
+            if cc >= n {
+                return Err(FAIL);
+            }
+            let m1 = (&cc % &p).modpow(&big(dp), &p);
+            let m2 = (&cc % &q).modpow(&big(dq), &q);
+            let diff = (&m1 + &p - (&m2 % &p)) % &p;
+            let h = (big(qinv) * diff) % &p;
+            let m = m2 + h * &q;
+            Ok(fixed(&m, c.len()))
+        }
+    }
+}
+
+struct CurveParams {
+    q: &'static str,
+    a: &'static str,
+    b: &'static str,
+    n: &'static str,
+}
+
+const P256: CurveParams = CurveParams {
+    q: "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff",
+    a: "ffffffff00000001000000000000000000000000fffffffffffffffffffffffc",
+    b: "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
+    n: "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551",
+};
+const P384: CurveParams = CurveParams {
+    q: "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff",
+    a: "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000fffffffc",
+    b: "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef",
+    n: "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973",
+};
+
+fn hex(s: &str) -> BigUint {
+    BigUint::parse_bytes(s.as_bytes(), 16).expect("curve constant")
+}
+
+/// Curve constants parsed once.
+struct Consts {
+    p256_n: BigUint,
+    p384_n: BigUint,
+    p256: [BigUint; 5],
+    p384: [BigUint; 5],
+}
+
+fn consts() -> &'static Consts {
+    static C: std::sync::OnceLock<Consts> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        let all = |c: &CurveParams, curve| {
+            let (gx, gy) = generator(curve);
+            [hex(c.q), hex(c.a), hex(c.b), big(&gx), big(&gy)]
+        };
+        Consts {
+            p256_n: hex(P256.n),
+            p384_n: hex(P384.n),
+            p256: all(&P256, Curve::P256),
+            p384: all(&P384, Curve::P384),
+        }
+    })
+}
+
+fn generator(curve: Curve) -> (Vec<u8>, Vec<u8>) {
+    use p256::elliptic_curve::point::AffineCoordinates;
+    match curve {
+        Curve::P256 => {
+            let g = p256::AffinePoint::GENERATOR;
+            (g.x().to_vec(), g.y().to_vec())
+        }
+        Curve::P384 => {
+            let g = p384::AffinePoint::GENERATOR;
+            (g.x().to_vec(), g.y().to_vec())
+        }
+    }
+}
+
+/// Which curve the parameters describe (all of xg, yg, n, q, a, b must match).
+fn identify(op: &CpaCyEcdsaSignRSOpData) -> Result<Curve, CpaStatus> {
+    let n = big(flat(&op.n)?);
+    let c = consts();
+    for (curve, cn, params) in [
+        (Curve::P256, &c.p256_n, &c.p256),
+        (Curve::P384, &c.p384_n, &c.p384),
+    ] {
+        if &n != cn {
+            continue;
+        }
+        let [q, a, b, gx, gy] = params;
+        let ok = &big(flat(&op.xg)?) == gx
+            && &big(flat(&op.yg)?) == gy
+            && &big(flat(&op.q)?) == q
+            && &big(flat(&op.a)?) == a
+            && &big(flat(&op.b)?) == b
+            && op.fieldType == _CpaCyEcFieldType_CPA_CY_EC_FIELD_TYPE_PRIME;
+        return if ok { Ok(curve) } else { Err(INVALID) };
+    }
+    Err(INVALID)
+}
+
+/// ECDSA (r, s) with the curve crate's scalar arithmetic; integers reduced mod n first.
+macro_rules! sign_rs {
+    ($curve:ident, $n:expr, $len:expr, $k:expr, $m:expr, $d:expr) => {{
+        #[allow(unused_imports)]
+        use $curve::elliptic_curve::ff::{Field, PrimeField};
+        use $curve::elliptic_curve::point::AffineCoordinates;
+        let scalar = |v: &BigUint| -> Option<$curve::Scalar> {
+            let bytes = $curve::FieldBytes::try_from(fixed(&(v % $n), $len).as_slice()).ok()?;
+            Option::from($curve::Scalar::from_repr(bytes))
+        };
+        let k = scalar($k).ok_or(FAIL)?;
+        let d = scalar($d).ok_or(FAIL)?;
+        let m = scalar($m).ok_or(FAIL)?;
+        let x = ($curve::ProjectivePoint::GENERATOR * k).to_affine().x();
+        let r = scalar(&big(&x)).ok_or(FAIL)?;
+        let kinv: $curve::Scalar = Option::from(k.invert()).ok_or(FAIL)?;
+        let s = kinv * (m + r * d);
+        if bool::from(r.is_zero()) || bool::from(s.is_zero()) {
+            return Err(FAIL);
+        }
+        Ok((r.to_repr().to_vec(), s.to_repr().to_vec()))
+    }};
+}
+
+fn ecdsa(w: &EcdsaWork) -> Result<(Vec<u8>, Vec<u8>), CpaStatus> {
+    let n = match w.curve {
+        Curve::P256 => &consts().p256_n,
+        Curve::P384 => &consts().p384_n,
+    };
+    let (k, d, m) = (big(&w.k), big(&w.d), big(&w.m));
+    let zero = BigUint::from(0u8);
+    if k == zero || &k >= n || d == zero || &d >= n {
+        return Err(INVALID);
+    }
+    match w.curve {
+        Curve::P256 => sign_rs!(p256, n, 32, &k, &m, &d),
+        Curve::P384 => sign_rs!(p384, n, 48, &k, &m, &d),
+    }
+}
+
+/// The bytes of a flat buffer that must lie in pinned memory.
+fn flat(b: &CpaFlatBuffer) -> Result<&[u8], CpaStatus> {
+    let len = b.dataLenInBytes as usize;
+    if b.pData.is_null() || len == 0 || !is_pinned(b.pData, len) {
+        INVALID_PARAMS.fetch_add(1, Ordering::Relaxed);
+        return Err(INVALID);
+    }
+    // SAFETY: the buffer lies inside a live qaeMemAllocNUMA allocation (checked above)
+    // and the caller keeps it alive until the callback.
+    Ok(unsafe { std::slice::from_raw_parts(b.pData, len) })
+}
+
+// ---------------------------------------------------------------- exported qatlib API
+
+/// `icp_sal_userStart`: start the simulated device with the current configuration.
+///
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn icp_sal_userStart(name: *const c_char) -> CpaStatus {
+    let name = if name.is_null() {
+        String::new()
+    } else {
+        // SAFETY: the caller passes a NUL-terminated string.
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let cfg = match lock(&CONFIGURED).clone() {
+        Some(list) => {
+            let mut c = Config::default();
+            c.apply_list(&list).map(|()| c)
+        }
+        None => Config::from_env(),
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("qat-sim: {e}");
+            return FAIL;
+        }
+    };
+    let mut slot = lock(&SIM);
+    if slot.is_some() {
+        eprintln!("qat-sim: icp_sal_userStart called twice without icp_sal_userStop");
+        return FAIL;
+    }
+    if cfg.no_device || cfg.section.as_deref().is_some_and(|s| s != name) {
+        eprintln!("Failed to start {name}");
+        return FAIL;
+    }
+    let (tx, rx) = mpsc::channel();
+    let rx = Arc::new(Mutex::new(rx));
+    let instances = (0..cfg.instances)
+        .map(|idx| Instance {
+            idx,
+            faulty: cfg
+                .fault_instances
+                .as_ref()
+                .is_none_or(|list| list.contains(&idx)),
+            state: Mutex::new(InstState {
+                started: false,
+                in_ring: 0,
+                generation: 0,
+                done: VecDeque::new(),
+                restart_until: None,
+                next_restart: None,
+            }),
+        })
+        .collect();
+    let s = Arc::new(Sim {
+        instances,
+        draws: AtomicU64::new(0),
+        tx: Mutex::new(Some(tx)),
+        workers: Mutex::new(Vec::new()),
+        cfg,
+    });
+    let handles = (0..s.cfg.workers)
+        .map(|i| {
+            let (s2, rx2) = (Arc::clone(&s), Arc::clone(&rx));
+            std::thread::Builder::new()
+                .name(format!("qat-sim-{i}"))
+                .spawn(move || worker(s2, rx2))
+                .expect("spawn qat-sim worker")
+        })
+        .collect();
+    *lock(&s.workers) = handles;
+    STOPPING.store(false, Ordering::Release);
+    STARTS.fetch_add(1, Ordering::Relaxed);
+    *slot = Some(s);
+    SUCCESS
+}
+
+/// `icp_sal_userStop`: stop the device; requests still in it are dropped unanswered.
+#[no_mangle]
+pub extern "C" fn icp_sal_userStop() -> CpaStatus {
+    let Some(s) = lock(&SIM).take() else {
+        return FAIL;
+    };
+    STOPPING.store(true, Ordering::Release);
+    drop(lock(&s.tx).take());
+    let workers = std::mem::take(&mut *lock(&s.workers));
+    for w in workers {
+        let _ = w.join();
+    }
+    STOPS.fetch_add(1, Ordering::Relaxed);
+    SUCCESS
+}
+
+/// `cpaCyGetNumInstances`.
+///
+/// # Safety
+/// `num` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cpaCyGetNumInstances(num: *mut Cpa16U) -> CpaStatus {
+    if num.is_null() {
+        return INVALID;
+    }
+    let n = sim().map_or(0, |s| s.instances.len());
+    // SAFETY: checked non-null; the caller passes a writable Cpa16U.
+    unsafe { *num = n as Cpa16U };
+    SUCCESS
+}
+
+/// `cpaCyGetInstances`.
+///
+/// # Safety
+/// `out` holds `count` writable handles.
+#[no_mangle]
+pub unsafe extern "C" fn cpaCyGetInstances(
+    count: Cpa16U,
+    out: *mut CpaInstanceHandle,
+) -> CpaStatus {
+    let Some(s) = sim() else { return FAIL };
+    if out.is_null() || count as usize > s.instances.len() || count == 0 {
+        return INVALID;
+    }
+    for i in 0..count as usize {
+        // SAFETY: `out` has room for `count` handles (caller contract).
+        unsafe { *out.add(i) = (i + 1) as CpaInstanceHandle };
+    }
+    SUCCESS
+}
+
+fn copy_str(dst: &mut [u8], s: &str) {
+    let n = s.len().min(dst.len() - 1);
+    dst[..n].copy_from_slice(&s.as_bytes()[..n]);
+    dst[n] = 0;
+}
+
+/// `cpaCyInstanceGetInfo2`.
+///
+/// # Safety
+/// `info` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cpaCyInstanceGetInfo2(
+    handle: CpaInstanceHandle,
+    info: *mut CpaInstanceInfo2,
+) -> CpaStatus {
+    let Some(s) = sim() else { return FAIL };
+    let Some(inst) = s.instance(handle) else {
+        return INVALID;
+    };
+    if info.is_null() {
+        return INVALID;
+    }
+    let restarting = {
+        let mut st = lock(&inst.state);
+        s.restarting(inst, &mut st, Instant::now())
+    };
+    let mut v = CpaInstanceInfo2 {
+        accelerationServiceType: _CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO,
+        ..Default::default()
+    };
+    copy_str(&mut v.vendorName, "qat-sim");
+    copy_str(&mut v.partName, "qat-sim (software, not a QAT device)");
+    copy_str(&mut v.swVersion, env!("CARGO_PKG_VERSION"));
+    copy_str(&mut v.instName, &format!("SSL{}", inst.idx));
+    copy_str(&mut v.instID, &format!("qat-sim-cy-{}", inst.idx));
+    v.operState = if restarting {
+        _CpaOperationalState_CPA_OPER_STATE_DOWN
+    } else {
+        _CpaOperationalState_CPA_OPER_STATE_UP
+    };
+    v.requiresPhysicallyContiguousMemory = _CpaBoolean_CPA_TRUE;
+    v.isPolled = _CpaBoolean_CPA_TRUE;
+    v.isOffloaded = _CpaBoolean_CPA_TRUE;
+    // SAFETY: checked non-null; the caller passes a writable CpaInstanceInfo2.
+    unsafe { *info = v };
+    SUCCESS
+}
+
+/// `cpaCyStartInstance`.
+#[no_mangle]
+pub extern "C" fn cpaCyStartInstance(handle: CpaInstanceHandle) -> CpaStatus {
+    let Some(s) = sim() else { return FAIL };
+    let Some(inst) = s.instance(handle) else {
+        return INVALID;
+    };
+    lock(&inst.state).started = true;
+    SUCCESS
+}
+
+/// `cpaCyStopInstance`: outstanding requests are dropped without callbacks (as the API says).
+#[no_mangle]
+pub extern "C" fn cpaCyStopInstance(handle: CpaInstanceHandle) -> CpaStatus {
+    let Some(s) = sim() else { return FAIL };
+    let Some(inst) = s.instance(handle) else {
+        return INVALID;
+    };
+    let mut st = lock(&inst.state);
+    st.started = false;
+    st.done.clear();
+    st.in_ring = 0;
+    st.generation += 1;
+    SUCCESS
+}
+
+/// `cpaCySetAddressTranslation`.
+#[no_mangle]
+pub extern "C" fn cpaCySetAddressTranslation(
+    handle: CpaInstanceHandle,
+    v2p: CpaVirtualToPhysical,
+) -> CpaStatus {
+    let Some(s) = sim() else { return FAIL };
+    if s.instance(handle).is_none() || v2p.is_none() {
+        return INVALID;
+    }
+    SUCCESS
+}
+
+/// `cpaCyRsaDecrypt` (asynchronous only).
+///
+/// # Safety
+/// Pointers follow qatlib's contract: `op` and `out` stay valid until the callback.
+#[no_mangle]
+pub unsafe extern "C" fn cpaCyRsaDecrypt(
+    handle: CpaInstanceHandle,
+    cb: CpaCyGenFlatBufCbFunc,
+    tag: *mut c_void,
+    op: *const CpaCyRsaDecryptOpData,
+    out: *mut CpaFlatBuffer,
+) -> CpaStatus {
+    let Some(s) = sim() else { return FAIL };
+    let Some(cb) = cb else { return UNSUPPORTED };
+    if op.is_null() || out.is_null() {
+        return INVALID;
+    }
+    // SAFETY: non-null; the caller keeps the op data valid until the callback.
+    let opd = unsafe { &*op };
+    if opd.pRecipientPrivateKey.is_null() {
+        return INVALID;
+    }
+    // SAFETY: non-null, valid per the caller's contract.
+    let key = unsafe { &*opd.pRecipientPrivateKey };
+    // SAFETY: `out` is non-null and valid per the caller's contract.
+    let out_buf = unsafe { &*out };
+    let parse = || -> Result<RsaWork, CpaStatus> {
+        let c = flat(&opd.inputData)?.to_vec();
+        let w = match key.privateKeyRepType {
+            REP_TYPE_1 => {
+                let r = &key.privateKeyRep1;
+                let n = flat(&r.modulusN)?.to_vec();
+                if n.len() != c.len() {
+                    return Err(INVALID);
+                }
+                RsaWork::Rep1 {
+                    n,
+                    d: flat(&r.privateExponentD)?.to_vec(),
+                    c,
+                }
+            }
+            REP_TYPE_2 => {
+                let r = &key.privateKeyRep2;
+                let p = flat(&r.prime1P)?.to_vec();
+                if p.len() * 2 != c.len() {
+                    return Err(INVALID);
+                }
+                RsaWork::Rep2 {
+                    q: flat(&r.prime2Q)?.to_vec(),
+                    dp: flat(&r.exponent1Dp)?.to_vec(),
+                    dq: flat(&r.exponent2Dq)?.to_vec(),
+                    qinv: flat(&r.coefficientQInv)?.to_vec(),
+                    p,
+                    c,
+                }
+            }
+            _ => return Err(INVALID),
+        };
+        let out_len = out_buf.dataLenInBytes as usize;
+        let need = match &w {
+            RsaWork::Rep1 { c, .. } | RsaWork::Rep2 { c, .. } => c.len(),
+        };
+        flat(out_buf)?;
+        if out_len < need {
+            return Err(INVALID);
+        }
+        Ok(w)
+    };
+    let work = match parse() {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    let (inst, generation, cb_fail, ready_at) = match s.admit(handle) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    s.enqueue(Request {
+        inst,
+        generation,
+        callback: Callback::Rsa {
+            cb,
+            out: out as usize,
+        },
+        tag: tag as usize,
+        opdata: op as usize,
+        ready_at,
+        cb_fail,
+        work: Work::Rsa(work),
+    })
+}
+
+/// `cpaCyEcdsaSignRS` (asynchronous only; prime curves P-256 and P-384).
+///
+/// # Safety
+/// Pointers follow qatlib's contract: `op`, `r`, `s` stay valid until the callback.
+#[no_mangle]
+pub unsafe extern "C" fn cpaCyEcdsaSignRS(
+    handle: CpaInstanceHandle,
+    cb: CpaCyEcdsaSignRSCbFunc,
+    tag: *mut c_void,
+    op: *const CpaCyEcdsaSignRSOpData,
+    sign_status: *mut CpaBoolean,
+    r: *mut CpaFlatBuffer,
+    s_out: *mut CpaFlatBuffer,
+) -> CpaStatus {
+    let _ = sign_status;
+    let Some(s) = sim() else { return FAIL };
+    let Some(cb) = cb else { return UNSUPPORTED };
+    if op.is_null() || r.is_null() || s_out.is_null() {
+        return INVALID;
+    }
+    // SAFETY: non-null; valid until the callback per the caller's contract.
+    let (opd, rb, sb) = unsafe { (&*op, &*r, &*s_out) };
+    let parse = || -> Result<EcdsaWork, CpaStatus> {
+        let curve = identify(opd)?;
+        let len = match curve {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+        };
+        flat(rb)?;
+        flat(sb)?;
+        if (rb.dataLenInBytes as usize) < len || (sb.dataLenInBytes as usize) < len {
+            return Err(INVALID);
+        }
+        Ok(EcdsaWork {
+            curve,
+            k: flat(&opd.k)?.to_vec(),
+            m: flat(&opd.m)?.to_vec(),
+            d: flat(&opd.d)?.to_vec(),
+        })
+    };
+    let work = match parse() {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    let (inst, generation, cb_fail, ready_at) = match s.admit(handle) {
+        Ok(v) => v,
+        Err(e) => return e,
+    };
+    s.enqueue(Request {
+        inst,
+        generation,
+        callback: Callback::Ecdsa {
+            cb,
+            r: r as usize,
+            s: s_out as usize,
+        },
+        tag: tag as usize,
+        opdata: op as usize,
+        ready_at,
+        cb_fail,
+        work: Work::Ecdsa(work),
+    })
+}
+
+/// Write `v` into a flat buffer, left-padded to its length.
+///
+/// # Safety
+/// `buf` points to a valid flat buffer whose data is writable for its length.
+unsafe fn write_flat(buf: usize, v: &[u8]) {
+    // SAFETY: per the function contract.
+    let b = unsafe { &mut *(buf as *mut CpaFlatBuffer) };
+    let len = b.dataLenInBytes as usize;
+    // SAFETY: the data pointer is writable for `len` bytes (checked pinned at submit).
+    let dst = unsafe { std::slice::from_raw_parts_mut(b.pData, len) };
+    let take = v.len().min(len);
+    dst.fill(0);
+    dst[len - take..].copy_from_slice(&v[v.len() - take..]);
+}
+
+/// `icp_sal_CyPollInstance`: deliver ready responses (at most `quota`, 0 = all); the only
+/// place where callbacks run.
+#[no_mangle]
+pub extern "C" fn icp_sal_CyPollInstance(handle: CpaInstanceHandle, quota: Cpa32U) -> CpaStatus {
+    let Some(s) = sim() else { return FAIL };
+    let Some(inst) = s.instance(handle) else {
+        return INVALID;
+    };
+    POLLS.fetch_add(1, Ordering::Relaxed);
+    let now = Instant::now();
+    let quota = if quota == 0 {
+        usize::MAX
+    } else {
+        quota as usize
+    };
+    let (ready, restarting) = {
+        let mut st = lock(&inst.state);
+        if !st.started {
+            return FAIL;
+        }
+        let restarting = s.restarting(inst, &mut st, now);
+        let gen = st.generation;
+        let mut ready = Vec::new();
+        let mut i = 0;
+        while i < st.done.len() && ready.len() < quota {
+            // Responses from before a restart fail at once; others wait for their latency.
+            if st.done[i].generation != gen || st.done[i].ready_at <= now {
+                let mut r = st.done.remove(i).expect("index in range");
+                if r.generation != gen {
+                    r.result = Err(FAIL);
+                }
+                ready.push(r);
+            } else {
+                i += 1;
+            }
+        }
+        st.in_ring = st.in_ring.saturating_sub(ready.len());
+        (ready, restarting)
+    };
+    let n = ready.len();
+    for r in ready {
+        COMPLETIONS.fetch_add(1, Ordering::Relaxed);
+        let status = if r.result.is_ok() { SUCCESS } else { FAIL };
+        match (r.callback, r.result) {
+            (Callback::Rsa { cb, out }, res) => {
+                if let Ok(Output::Rsa(v)) = &res {
+                    // SAFETY: `out` was valid at submit and the caller keeps it until the
+                    // callback, which is now.
+                    unsafe { write_flat(out, v) };
+                }
+                // SAFETY: calling the caller's callback with its own tag and pointers.
+                unsafe {
+                    cb(
+                        r.tag as *mut c_void,
+                        status,
+                        r.opdata as *mut c_void,
+                        out as *mut CpaFlatBuffer,
+                    )
+                };
+            }
+            (Callback::Ecdsa { cb, r: rp, s: sp }, res) => {
+                let ok = if let Ok(Output::Ecdsa(rv, sv)) = &res {
+                    // SAFETY: as above.
+                    unsafe {
+                        write_flat(rp, rv);
+                        write_flat(sp, sv);
+                    }
+                    _CpaBoolean_CPA_TRUE
+                } else {
+                    _CpaBoolean_CPA_FALSE
+                };
+                // SAFETY: calling the caller's callback with its own tag and pointers.
+                unsafe {
+                    cb(
+                        r.tag as *mut c_void,
+                        status,
+                        r.opdata as *mut c_void,
+                        ok,
+                        rp as *mut CpaFlatBuffer,
+                        sp as *mut CpaFlatBuffer,
+                    )
+                };
+            }
+        }
+    }
+    if n > 0 {
+        SUCCESS
+    } else if restarting {
+        RESTARTING
+    } else {
+        RETRY
+    }
+}
+
+// ---------------------------------------------------------------- test API
+
+/// Set the configuration used by the next `icp_sal_userStart` (comma-separated
+/// `key=value`; NULL returns to the environment). Returns 0, or -1 for a bad list.
+///
+/// # Safety
+/// `list` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn qat_sim_configure(list: *const c_char) -> c_int {
+    if list.is_null() {
+        *lock(&CONFIGURED) = None;
+        return 0;
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let s = unsafe { CStr::from_ptr(list) }
+        .to_string_lossy()
+        .into_owned();
+    let mut c = Config::default();
+    match c.apply_list(&s) {
+        Ok(()) => {
+            *lock(&CONFIGURED) = Some(s);
+            0
+        }
+        Err(e) => {
+            eprintln!("qat-sim: {e}");
+            -1
+        }
+    }
+}
+
+/// A counter by name: submits, retries, submit_faults, cb_faults, restarts, completions,
+/// starts, stops, polls, invalid_params, rsa_rep1, rsa_rep2 (RSA requests computed
+/// per key representation), mem_allocs, mem_frees, mem_bad_frees,
+/// mem_outstanding (live pinned allocations), in_ring (requests in all rings now).
+/// Unknown names return u64::MAX.
+///
+/// # Safety
+/// `name` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn qat_sim_counter(name: *const c_char) -> u64 {
+    if name.is_null() {
+        return u64::MAX;
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let name = unsafe { CStr::from_ptr(name) }.to_string_lossy();
+    let c = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    match name.as_ref() {
+        "submits" => c(&SUBMITS),
+        "retries" => c(&RETRIES),
+        "submit_faults" => c(&SUBMIT_FAULTS),
+        "cb_faults" => c(&CB_FAULTS),
+        "restarts" => c(&RESTARTS),
+        "completions" => c(&COMPLETIONS),
+        "starts" => c(&STARTS),
+        "stops" => c(&STOPS),
+        "polls" => c(&POLLS),
+        "invalid_params" => c(&INVALID_PARAMS),
+        "rsa_rep1" => c(&RSA_REP1),
+        "rsa_rep2" => c(&RSA_REP2),
+        "mem_allocs" => c(&MEM_ALLOCS),
+        "mem_frees" => c(&MEM_FREES),
+        "mem_bad_frees" => c(&MEM_BAD_FREES),
+        "mem_outstanding" => lock(&MEM).len() as u64,
+        "in_ring" => sim().map_or(0, |s| {
+            s.instances
+                .iter()
+                .map(|i| lock(&i.state).in_ring as u64)
+                .sum()
+        }),
+        _ => u64::MAX,
+    }
+}
+
+/// Live pinned allocations (allocated and not yet freed).
+#[no_mangle]
+pub extern "C" fn qat_sim_mem_outstanding() -> u64 {
+    lock(&MEM).len() as u64
+}
+
+/// Compile-time checks: every exported qatlib/usdm function has exactly the type that
+/// bindgen generated from the real headers.
+#[allow(dead_code)]
+mod signature_checks {
+    use super::sys::*;
+
+    fn same<F>(_: &Result<F, libloading::Error>, _: F) {}
+
+    fn check(l: &QatLib) {
+        same(&l.icp_sal_userStart, super::icp_sal_userStart);
+        same(&l.icp_sal_userStop, super::icp_sal_userStop);
+        same(&l.cpaCyGetNumInstances, super::cpaCyGetNumInstances);
+        same(&l.cpaCyGetInstances, super::cpaCyGetInstances);
+        same(&l.cpaCyInstanceGetInfo2, super::cpaCyInstanceGetInfo2);
+        same(&l.cpaCyStartInstance, super::cpaCyStartInstance);
+        same(&l.cpaCyStopInstance, super::cpaCyStopInstance);
+        same(
+            &l.cpaCySetAddressTranslation,
+            super::cpaCySetAddressTranslation,
+        );
+        same(&l.cpaCyRsaDecrypt, super::cpaCyRsaDecrypt);
+        same(&l.cpaCyEcdsaSignRS, super::cpaCyEcdsaSignRS);
+        same(&l.icp_sal_CyPollInstance, super::icp_sal_CyPollInstance);
+        same(&l.qaeMemAllocNUMA, super::qaeMemAllocNUMA);
+        same(&l.qaeMemFreeNUMA, super::qaeMemFreeNUMA);
+        same(&l.qaeVirtToPhysNUMA, super::qaeVirtToPhysNUMA);
+    }
+}
