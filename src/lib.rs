@@ -12,3 +12,4 @@ pub mod engine;
 pub mod key;
 pub mod scheme;
 pub mod serve;
+pub mod stdio;

@@ -42,26 +42,7 @@ fn open(dirs: &[PathBuf], system: bool, soname: &str) -> Option<libloading::Libr
 /// qatlib and QATzip print their own messages (some on stdout): they go to stderr, so stdout
 /// keeps only the report (--json stays parseable).
 pub fn probe(dirs: &[PathBuf], system: bool, out: &mut Vec<Finding>) {
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
-    // SAFETY: dup/dup2/close on the process's own standard descriptors; the saved copy is
-    // restored and closed below on every path.
-    let saved = unsafe { libc::dup(1) };
-    if saved >= 0 {
-        // SAFETY: as above.
-        unsafe { libc::dup2(2, 1) };
-    }
-    probe_inner(dirs, system, out);
-    // SAFETY: flushes every C stdio stream (the libraries' buffered printf output) into the
-    // redirected descriptor before stdout is restored.
-    unsafe { libc::fflush(std::ptr::null_mut()) };
-    if saved >= 0 {
-        // SAFETY: restores the saved stdout and closes the copy.
-        unsafe {
-            libc::dup2(saved, 1);
-            libc::close(saved);
-        }
-    }
+    crate::stdio::with_stdout_on_stderr(|| probe_inner(dirs, system, out));
 }
 
 #[cfg(doctest)]

@@ -356,8 +356,11 @@ fn with_session<R>(
 
 fn new_session(lib: &Arc<QatzipLib>, key: SessionKey) -> Result<ThreadSession, String> {
     let mut sess: Box<sys::QzSession_T> = Box::default();
-    // SAFETY: sess is a zeroed session struct that QATzip initialises.
-    let rc = unsafe { lib.lib.qzInit(&mut *sess, 1) };
+    // qzInit starts qatlib, which prints start-up errors on stdout: keep them off data output.
+    let rc = crate::stdio::with_stdout_on_stderr(|| {
+        // SAFETY: sess is a zeroed session struct that QATzip initialises.
+        unsafe { lib.lib.qzInit(&mut *sess, 1) }
+    });
     // With no device qzInit still succeeds (software backup); negative codes are errors.
     if rc < 0 {
         return Err(format!("qzInit returned {rc}"));

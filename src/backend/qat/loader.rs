@@ -339,8 +339,11 @@ pub(crate) fn runtime(cfg: &QatConfig) -> Result<Arc<Runtime>, String> {
 fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
     let section = CString::new(cfg.section.as_str())
         .map_err(|_| format!("QAT section name {:?} contains a NUL byte", cfg.section))?;
-    // SAFETY: a NUL-terminated string that lives across the call.
-    let s = unsafe { lib.qat.icp_sal_userStart(section.as_ptr()) };
+    // qatlib prints its start-up errors on stdout: keep them off data output.
+    let s = crate::stdio::with_stdout_on_stderr(|| {
+        // SAFETY: a NUL-terminated string that lives across the call.
+        unsafe { lib.qat.icp_sal_userStart(section.as_ptr()) }
+    });
     if s != 0 {
         return Err(format!(
             "icp_sal_userStart(\"{}\") in {} returned {}: no usable QAT device — no QAT VF bound to vfio-pci and visible to this process (device plugin resource, /dev/vfio, memlock limit), or no [{}] section in the qatlib configuration; qatlib's own messages above say which",
