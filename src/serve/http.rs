@@ -47,15 +47,22 @@ pub(crate) fn make_body(size: usize) -> Bytes {
     Bytes::from(v)
 }
 
-/// Gzip a whole response body (RFC 1952). One function so the compressor of
-/// src/compress can replace flate2 here.
+/// Gzip a whole response body (RFC 1952) through envoy-qat's streaming compressor, the
+/// one Envoy's `qatzip` library uses: QATzip when a device is there, else zlib-rs.
 pub fn gzip_body(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4 + 64),
-        flate2::Compression::new(6),
-    );
-    enc.write_all(data)?;
-    enc.finish()
+    static FACTORY: std::sync::OnceLock<Result<crate::compress::CompressorFactory, String>> =
+        std::sync::OnceLock::new();
+    let factory = FACTORY
+        .get_or_init(|| {
+            let cfg = crate::compress::CompressorConfig {
+                compression_level: 6,
+                ..Default::default()
+            };
+            crate::compress::CompressorFactory::new(cfg).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| std::io::Error::other(e.clone()))?;
+    crate::compress::gzip(factory, data).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 fn accepts_gzip(req: &Request<Incoming>) -> bool {
