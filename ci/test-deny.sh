@@ -5,6 +5,7 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
-"$repo/build/tools/cargo/bin/cargo-deny" --offline --log-level error check --hide-inclusion-graph \
+cargo fetch --locked -q
+"$repo/build/tools/cargo/bin/cargo-deny" --log-level error check --hide-inclusion-graph \
   licenses bans sources
 echo "cargo-deny: licenses, bans, sources ok"
