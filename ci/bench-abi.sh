@@ -11,7 +11,8 @@ cd "$repo"
 n=${1:-3000}
 c=${2:-50}
 export ENVOY_QAT_DEPS="${ENVOY_QAT_DEPS:-$repo/build/qat-deps}"
-cargo build --release --locked --bin envoy-qat -p qat-sim 2>&1 | tail -1
+cargo build --release --locked -p envoy-qat --bin envoy-qat 2>&1 | tail -1
+cargo build --release --locked -p qat-sim 2>&1 | tail -1
 sim="$repo/target/release/libqat_sim.so"
 bin=target/release/envoy-qat
 work=$(mktemp -d)
