@@ -6,16 +6,8 @@
 #   usage: bazel/build.sh [extra bazel build flags]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-ver=$(sed -n 's/^ENVOY_VERSION = "\(.*\)"/\1/p' "$here/versions.bzl")
-sha=$(sed -n 's/^ENVOY_SHA256 = "\(.*\)"/\1/p' "$here/versions.bzl")
-cache="${ENVOY_QAT_BAZEL_CACHE:-$here/.cache}"
-mkdir -p "$cache"
-tarball="$cache/envoy-$ver.tar.gz"
-if [[ ! -f "$tarball" ]]; then
-  curl -fsSL -o "$tarball.part" "https://github.com/envoyproxy/envoy/archive/v$ver.tar.gz"
-  mv "$tarball.part" "$tarball"
-fi
-echo "$sha  $tarball" | sha256sum -c --quiet
+fetched=$("$here/fetch-envoy.sh") # fails on a checksum mismatch
+eval "$fetched"
 # Envoy's .bazelrc (build settings, toolchains) and .bazelversion, from the same archive.
 tar -xzf "$tarball" -C "$cache" "envoy-$ver/.bazelrc" "envoy-$ver/.bazelversion"
 cp "$cache/envoy-$ver/.bazelversion" "$here/.bazelversion"
