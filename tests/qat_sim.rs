@@ -47,6 +47,9 @@ fn every_scheme_and_key_type_verifies_with_openssl() {
     assert_eq!(s.failed, 0);
     assert_eq!(s.fallbacks, 0, "no operation may have run in software");
     assert_eq!(qat.stats().completed, signed);
+    // The simulator computed with libcrypto (its fast path), so the signatures openssl
+    // just verified came from that path.
+    assert!(sim().counter("arith_ossl") >= signed);
     engine.shutdown();
     drop(engine);
     drop(qat);
@@ -382,4 +385,50 @@ fn rsa_key_representation_type_1_and_type_2() {
         assert_eq!(sim().counter(used), before + 1, "crt={crt} must use {used}");
         engine.shutdown();
     }
+}
+
+#[test]
+fn bench_reads_device_time_and_poll_thread_cpu() {
+    use envoy_qat::bench;
+    let _g = serial();
+    // Not loaded yet under another path, and a library that is not the simulator: None.
+    assert_eq!(
+        bench::SimDevice::read(std::path::Path::new("/nonexistent/libqat.so.4")),
+        None
+    );
+    let qat = backend("instances=1,latency_us=300");
+    let engine = engine(&qat, false);
+    assert!(
+        engine.poll_thread_cpu().is_some(),
+        "a polled backend has a poll thread"
+    );
+    let dir = tmp();
+    let (_, key) = openssl_key(dir.path(), "p256");
+    let d0 = bench::SimDevice::read(&sim_path()).expect("the simulator is loaded");
+    let r = bench::run(
+        &engine,
+        &key,
+        Operation::Sign(SignatureScheme::EcdsaSecp256r1Sha256),
+        4,
+        Duration::from_millis(200),
+    )
+    .expect("bench run");
+    let d = bench::SimDevice::read(&sim_path())
+        .expect("the simulator is loaded")
+        .since(&d0);
+    assert_eq!(r.errors, 0);
+    assert!(r.ops > 0);
+    assert_eq!(d.completions, r.ops, "one device response per operation");
+    // Every response waited out its configured device latency.
+    assert!(d.mean_device() >= Duration::from_micros(300), "{d:?}");
+    assert!(r.poll_cpu.is_some_and(|c| c > Duration::ZERO));
+    assert!(r.polls > 0);
+    let line = bench::format_added_latency(&r, &d);
+    assert!(line.contains("added over it: p50"), "{line}");
+    engine.shutdown();
+    assert_eq!(
+        engine.poll_thread_cpu(),
+        None,
+        "the poll thread is gone after shutdown"
+    );
 }

@@ -316,10 +316,26 @@ fn bench_cmd(a: BenchArgs) -> CmdResult {
             v
         };
         let mut ours_like = None;
+        let sim_lib = a
+            .backend
+            .qat_lib
+            .clone()
+            .or_else(|| std::env::var_os("ENVOY_QAT_LIB").map(std::path::PathBuf::from));
+        let sim = || sim_lib.as_deref().and_then(bench::SimDevice::read);
         for s in schemes {
+            let dev0 = sim();
             let r = bench::run(&engine, &key, Operation::Sign(s), a.concurrency, dur)
                 .map_err(|e| (EXIT_FAILED, e.to_string()))?;
             println!("{}", bench::format_result(&r));
+            if let Some(cpu) = bench::format_poll_cpu(&r) {
+                println!("    {cpu}");
+            }
+            if let (Some(d0), Some(d1)) = (dev0, sim()) {
+                println!(
+                    "    qat-sim {}",
+                    bench::format_added_latency(&r, &d1.since(&d0))
+                );
+            }
             if s == bench::openssl_like_scheme(kt) {
                 ours_like = Some(r.ops_per_sec);
             }
@@ -340,6 +356,24 @@ fn bench_cmd(a: BenchArgs) -> CmdResult {
                 (Err(e), _) => eprintln!("envoy-qat: baseline skipped: {e}"),
             }
         }
+    }
+    if a.idle_seconds > 0.0 && engine.poll_thread_cpu().is_some() {
+        // The same engine, now idle: what its poll thread costs with nothing in flight.
+        let period = Duration::from_secs_f64(a.idle_seconds);
+        std::thread::sleep(Duration::from_millis(50));
+        let polls0 = engine.stats().polls;
+        let cpu0 = engine.poll_thread_cpu().unwrap_or_default();
+        std::thread::sleep(period);
+        let cpu = engine
+            .poll_thread_cpu()
+            .unwrap_or_default()
+            .saturating_sub(cpu0);
+        println!(
+            "idle {:.0} s after the runs: poll thread {} polls, {:.3} ms CPU",
+            period.as_secs_f64(),
+            engine.stats().polls - polls0,
+            cpu.as_secs_f64() * 1e3
+        );
     }
     engine.shutdown();
     if !a.no_overhead {

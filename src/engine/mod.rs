@@ -338,6 +338,12 @@ impl Engine {
         }
     }
 
+    /// CPU time used so far by the poll thread (None if there is none, e.g. no backend
+    /// that needs polling has been used yet).
+    pub fn poll_thread_cpu(&self) -> Option<Duration> {
+        self.inner.poller.thread_cpu()
+    }
+
     /// Operations in flight now.
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Acquire)

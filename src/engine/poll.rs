@@ -28,6 +28,8 @@ pub enum PollPolicy {
 const SPIN_WINDOW: Duration = Duration::from_micros(50);
 /// First sleep after the spin window.
 const FIRST_SLEEP: Duration = Duration::from_micros(5);
+/// The poll thread's timer slack (ns).
+const TIMER_SLACK_NS: libc::c_ulong = 1_000;
 
 /// Where the poll thread parks; shared so the thread can wait without keeping the
 /// engine alive.
@@ -67,6 +69,30 @@ impl Poller {
         self.active.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// CPU time the poll thread has used so far (None before it starts or after it
+    /// stopped). Read from the thread's own CPU clock, so it is exact to the
+    /// nanosecond and costs the poll thread nothing.
+    pub(super) fn thread_cpu(&self) -> Option<Duration> {
+        use std::os::unix::thread::JoinHandleExt;
+        let guard = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+        let handle = guard.as_ref()?;
+        if handle.is_finished() {
+            return None;
+        }
+        let mut clock: libc::clockid_t = 0;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: the thread has not been joined (we hold the lock that `stop` takes to
+        // join it), so its pthread_t is valid; both out-pointers are valid locals.
+        let ok = unsafe {
+            libc::pthread_getcpuclockid(handle.as_pthread_t(), &mut clock) == 0
+                && libc::clock_gettime(clock, &mut ts) == 0
+        };
+        ok.then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+
     pub(super) fn stop(&self) {
         self.stop.store(true, Ordering::Release);
         {
@@ -96,6 +122,10 @@ pub(super) fn spawn(inner: &Arc<Inner>) {
 }
 
 fn run(weak: Weak<Inner>) {
+    // Linux lets a sleep overshoot by the thread's timer slack (50 µs by default), which
+    // would turn the adaptive policy's first short sleeps into 55+ µs. Ask for 1 µs.
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS) };
     let mut last_activity = Instant::now();
     let mut sleep = FIRST_SLEEP;
     loop {
