@@ -310,6 +310,11 @@ pub fn format_added_latency(r: &BenchResult, dev: &SimDevice) -> String {
     )
 }
 
+/// CPU time used by this process's waited-for children so far.
+pub fn children_cpu() -> Duration {
+    rusage_cpu(libc::RUSAGE_CHILDREN)
+}
+
 /// CPU time used by the calling process (all threads) so far.
 pub fn process_cpu() -> Duration {
     rusage_cpu(libc::RUSAGE_SELF)
