@@ -432,3 +432,58 @@ fn bench_reads_device_time_and_poll_thread_cpu() {
         "the poll thread is gone after shutdown"
     );
 }
+
+#[test]
+fn ecdsa_nonces_are_never_reused_on_qat() {
+    // The QAT backend draws k itself (the device takes it as input): 2000 signatures of
+    // the same message per curve must all have distinct r, and each must verify.
+    let _g = serial();
+    let qat = backend("instances=2,ring=256");
+    let engine = engine(&qat, false);
+    let dir = tmp();
+    for (kind, scheme) in [
+        ("p256", SignatureScheme::EcdsaSecp256r1Sha256),
+        ("p384", SignatureScheme::EcdsaSecp384r1Sha384),
+    ] {
+        let (_, key) = openssl_key(dir.path(), kind);
+        let msg = b"same message";
+        let mut sigs: Vec<Vec<u8>> = Vec::new();
+        // 400 at a time: within the two rings of 256, so none is refused as busy.
+        for _ in 0..5 {
+            let pending: Vec<_> = (0..400)
+                .map(|_| {
+                    engine
+                        .submit(&key, Operation::Sign(scheme), msg)
+                        .expect("submit")
+                })
+                .collect();
+            sigs.extend(pending.into_iter().map(|p| p.wait().expect("signature")));
+        }
+        let mut rs: Vec<Vec<u8>> = sigs
+            .iter()
+            .map(|der| {
+                // SEQUENCE { INTEGER r, INTEGER s }: take r.
+                let body = if der[1] & 0x80 != 0 {
+                    &der[3..]
+                } else {
+                    &der[2..]
+                };
+                assert_eq!(body[0], 0x02);
+                body[2..2 + body[1] as usize].to_vec()
+            })
+            .collect();
+        rs.sort();
+        rs.dedup();
+        assert_eq!(
+            rs.len(),
+            sigs.len(),
+            "{kind}: an ECDSA nonce was reused on QAT"
+        );
+        for sig in sigs.iter().step_by(500) {
+            let (ok, why) = openssl_verify(dir.path(), &key, scheme, msg, sig);
+            assert!(ok, "{kind}: {why}");
+        }
+    }
+    assert_eq!(engine.stats().fallbacks, 0, "every signature came from QAT");
+    engine.shutdown();
+}
