@@ -1,6 +1,7 @@
 //! The QAT backend through the engine on tests/qat-sim (a software qatlib loaded through
 //! the same dlopen path), every result checked with the openssl CLI.
 
+mod common;
 #[path = "qat-sim/testutil.rs"]
 mod testutil;
 
@@ -459,19 +460,7 @@ fn ecdsa_nonces_are_never_reused_on_qat() {
                 .collect();
             sigs.extend(pending.into_iter().map(|p| p.wait().expect("signature")));
         }
-        let mut rs: Vec<Vec<u8>> = sigs
-            .iter()
-            .map(|der| {
-                // SEQUENCE { INTEGER r, INTEGER s }: take r.
-                let body = if der[1] & 0x80 != 0 {
-                    &der[3..]
-                } else {
-                    &der[2..]
-                };
-                assert_eq!(body[0], 0x02);
-                body[2..2 + body[1] as usize].to_vec()
-            })
-            .collect();
+        let mut rs: Vec<Vec<u8>> = sigs.iter().map(|der| common::ecdsa_r(der)).collect();
         rs.sort();
         rs.dedup();
         assert_eq!(
