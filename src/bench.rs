@@ -310,6 +310,34 @@ pub fn format_added_latency(r: &BenchResult, dev: &SimDevice) -> String {
     )
 }
 
+/// CPU time (user + system) used so far by this process's threads whose name starts with
+/// `prefix` (from /proc, in clock ticks: about 10 ms resolution).
+pub fn threads_cpu(prefix: &str) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut ticks = 0u64;
+    for t in tasks.flatten() {
+        let dir = t.path();
+        let named = std::fs::read_to_string(dir.join("comm"))
+            .is_ok_and(|c| c.trim_end().starts_with(prefix));
+        if !named {
+            continue;
+        }
+        if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
+            // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+            if let Some((_, rest)) = stat.rsplit_once(')') {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                ticks += get(11) + get(12);
+            }
+        }
+    }
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
 /// CPU time used by this process's waited-for children so far.
 pub fn children_cpu() -> Duration {
     rusage_cpu(libc::RUSAGE_CHILDREN)

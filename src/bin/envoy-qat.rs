@@ -93,7 +93,8 @@ struct BackendArgs {
     /// Longest poll interval while operations are in flight, in milliseconds.
     #[arg(long, default_value_t = 5.0)]
     poll_delay_ms: f64,
-    /// Poll policy for polled backends: adaptive or fixed (upstream's fixed sleep).
+    /// Poll policy for polled backends: adaptive (learns the device latency), backoff
+    /// (spin, then exponential back-off to the poll delay) or fixed (upstream's fixed sleep).
     #[arg(long, default_value = "adaptive")]
     poll_policy: String,
     /// Path of libqat.so.4 (or of a library exporting its API, such as the test
@@ -203,10 +204,11 @@ fn make_engine(a: &BackendArgs) -> Result<Engine, (u8, String)> {
     let poll_policy = match a.poll_policy.as_str() {
         "adaptive" => PollPolicy::Adaptive,
         "fixed" => PollPolicy::Fixed,
+        "backoff" => PollPolicy::Backoff,
         other => {
             return Err((
                 2,
-                format!("--poll-policy {other}: expected adaptive or fixed"),
+                format!("--poll-policy {other}: expected adaptive, backoff or fixed"),
             ))
         }
     };
@@ -324,8 +326,13 @@ fn bench_cmd(a: BenchArgs) -> CmdResult {
         let sim = || sim_lib.as_deref().and_then(bench::SimDevice::read);
         for s in schemes {
             let dev0 = sim();
+            let (cpu0, sim_cpu0) = (bench::process_cpu(), bench::threads_cpu("qat-sim"));
             let r = bench::run(&engine, &key, Operation::Sign(s), a.concurrency, dur)
                 .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            let (cpu, sim_cpu) = (
+                bench::process_cpu().saturating_sub(cpu0),
+                bench::threads_cpu("qat-sim").saturating_sub(sim_cpu0),
+            );
             println!("{}", bench::format_result(&r));
             if let Some(cpu) = bench::format_poll_cpu(&r) {
                 println!("    {cpu}");
@@ -334,6 +341,14 @@ fn bench_cmd(a: BenchArgs) -> CmdResult {
                 println!(
                     "    qat-sim {}",
                     bench::format_added_latency(&r, &d1.since(&d0))
+                );
+                // The simulated device computes on this machine's cores; what is left is
+                // the engine's (and the benchmark loop's) CPU per operation.
+                let ops = r.ops.max(1) as u32;
+                println!(
+                    "    CPU per operation: engine and caller {:.1?}, simulated device {:.1?}",
+                    cpu.saturating_sub(sim_cpu) / ops,
+                    sim_cpu / ops
                 );
             }
             if s == bench::openssl_like_scheme(kt) {

@@ -411,7 +411,7 @@ impl Inner {
         }
         let r = backend.submit(job);
         if r.is_err() && polled {
-            self.poller.done();
+            self.poller.done(None);
         }
         r
     }
@@ -466,7 +466,9 @@ impl CompletionSink for Slot {
             return;
         };
         if self.polled.swap(false, Ordering::Relaxed) {
-            engine.poller.done();
+            engine
+                .poller
+                .done(result.is_ok().then(|| self.started.elapsed()));
         }
         match result {
             Ok(raw) => {

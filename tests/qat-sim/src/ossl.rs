@@ -38,7 +38,7 @@ pub(crate) struct Ossl {
     bn_mod_add: unsafe extern "C" fn(Ptr, Ptr, Ptr, Ptr, Ptr) -> c_int,
     bn_mul: unsafe extern "C" fn(Ptr, Ptr, Ptr, Ptr) -> c_int,
     bn_add: unsafe extern "C" fn(Ptr, Ptr, Ptr) -> c_int,
-    bn_mod_inverse: unsafe extern "C" fn(Ptr, Ptr, Ptr, Ptr) -> Ptr,
+    bn_sub_word: unsafe extern "C" fn(Ptr, u64) -> c_int,
     bn_mod_exp_mont_consttime: unsafe extern "C" fn(Ptr, Ptr, Ptr, Ptr, Ptr, Ptr) -> c_int,
     ec_group_new_by_curve_name: unsafe extern "C" fn(c_int) -> Ptr,
     ec_point_new: unsafe extern "C" fn(Ptr) -> Ptr,
@@ -102,7 +102,7 @@ unsafe fn load() -> Result<Ossl, libloading::Error> {
         bn_mod_add: sym!("BN_mod_add"),
         bn_mul: sym!("BN_mul"),
         bn_add: sym!("BN_add"),
-        bn_mod_inverse: sym!("BN_mod_inverse"),
+        bn_sub_word: sym!("BN_sub_word"),
         bn_mod_exp_mont_consttime: sym!("BN_mod_exp_mont_consttime"),
         ec_group_new_by_curve_name: sym!("EC_GROUP_new_by_curve_name"),
         ec_point_new: sym!("EC_POINT_new"),
@@ -322,12 +322,13 @@ impl Ossl {
             return Err(Failed);
         }
         let point = Point(self, point);
-        let (px, r, s, kinv, mm) = (
+        let (px, r, s, kinv, mm, n2) = (
             self.new_bn()?,
             self.new_bn()?,
             self.new_bn()?,
             self.new_bn()?,
             self.new_bn()?,
+            self.bn(n)?,
         );
         // SAFETY: live objects from this library, as above.
         unsafe {
@@ -344,9 +345,12 @@ impl Ossl {
             ok((self.bn_nnmod)(mm.1, m_.1, n_.1, x))?;
             ok((self.bn_mod_mul)(s.1, r.1, d_.1, n_.1, x))?;
             ok((self.bn_mod_add)(s.1, s.1, mm.1, n_.1, x))?;
-            if (self.bn_mod_inverse)(kinv.1, k_.1, n_.1, x).is_null() {
-                return Err(Failed);
-            }
+            // k⁻¹ = k^(n−2) mod n (n is prime): a Montgomery exponentiation, several
+            // times faster than BN_mod_inverse's binary Euclid at these sizes.
+            ok((self.bn_sub_word)(n2.1, 2))?;
+            ok((self.bn_mod_exp_mont_consttime)(
+                kinv.1, k_.1, n2.1, n_.1, x, null,
+            ))?;
             ok((self.bn_mod_mul)(s.1, s.1, kinv.1, n_.1, x))?;
             if self.is_zero(&s) {
                 return Err(Failed);
