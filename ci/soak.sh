@@ -256,10 +256,10 @@ check "faults happened: submit_failures=$(get "$s" 'backend qat:' submit_failure
 check "open fds: start $fd_start, end $fd_end (bound start + $clients + 16)" \
   $([[ $fd_end -le $((fd_start + clients + 16)) ]]; echo $?)
 rss_warm=${rss_warm:-$rss_start}
-growth=$(((rss_max - rss_warm) / 1024))
-((growth < 0)) && growth=0
-check "RSS: start $((rss_start / 1024)) MB, after warm-up $((rss_warm / 1024)) MB, max after $((rss_max / 1024)) MB, end $((rss_end / 1024)) MB: growth $growth MB <= $rss_slack_mb MB" \
-  $([[ $growth -le $rss_slack_mb ]]; echo $?)
+((rss_max >= rss_warm)) || rss_max=$rss_warm
+mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+check "RSS: start $(mb "$rss_start") MB, after warm-up $(mb "$rss_warm") MB, max after $(mb "$rss_max") MB, end $(mb "$rss_end") MB: growth $(mb $((rss_max - rss_warm))) MB <= $rss_slack_mb MB" \
+  $([[ $((rss_max - rss_warm)) -le $((rss_slack_mb * 1024)) ]]; echo $?)
 check "serve exited cleanly on SIGTERM (rc $rc) and printed its statistics" \
   $([[ $rc -eq 0 ]] && grep -q '^backend qat: ' "$log"; echo $?)
 awk -v n="$hs_total" -v t="$elapsed" 'BEGIN { printf "soak: %d handshakes in %d s = %.0f handshakes/s\n", n, t, n / (t > 0 ? t : 1) }'
