@@ -262,6 +262,10 @@ check "RSS: start $(mb "$rss_start") MB, after warm-up $(mb "$rss_warm") MB, max
   $([[ $((rss_max - rss_warm)) -le $((rss_slack_mb * 1024)) ]]; echo $?)
 check "serve exited cleanly on SIGTERM (rc $rc) and printed its statistics" \
   $([[ $rc -eq 0 ]] && grep -q '^backend qat: ' "$log"; echo $?)
+if [[ $rc -ne 0 ]] || ! grep -q '^backend qat: ' "$log"; then
+  echo "-- serve stdout (last lines):"; tail -5 "$log"
+  echo "-- serve stderr (last lines):"; tail -20 "$work/serve.err"
+fi
 awk -v n="$hs_total" -v t="$elapsed" 'BEGIN { printf "soak: %d handshakes in %d s = %.0f handshakes/s\n", n, t, n / (t > 0 ? t : 1) }'
 
 # ---------------------------------------------------------------- compressor soak
