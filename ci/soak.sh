@@ -49,6 +49,7 @@
 #   usage: ci/soak.sh                      # the full soak
 #          SOAK_HANDSHAKES=5000 SOAK_COMPRESS_BYTES=300000000 ci/soak.sh
 set -euo pipefail
+trap 'echo "soak: FAIL: command failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 export ENVOY_QAT_DEPS="${ENVOY_QAT_DEPS:-$repo/build/qat-deps}"
@@ -172,6 +173,7 @@ sample_line() {
   s=$(stats) || return 0
   now=$SECONDS
   hs=$(get "$s" server: handshakes)
+  [[ -n "$hs" ]] || return 0
   rss=$(rss_kb)
   f=$(fds)
   dt=$((now - last_t))
@@ -204,12 +206,12 @@ elapsed=$((SECONDS - t0))
 
 # The load is over: let cancelled operations still in the device finish.
 for _ in $(seq 1 100); do
-  s=$(stats)
+  s=$(stats) || true
   [[ "$(get "$s" provider: in_flight)" == 0 && "$(get "$s" 'backend qat:' outstanding)" == 0 ]] && break
   sleep 0.1
 done
 sample_line
-s=$(stats)
+s=$(stats) || s=$(stats)
 fd_end=$(fds)
 rss_end=$(rss_kb)
 hs_total=$(get "$s" server: handshakes)
