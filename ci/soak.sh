@@ -94,12 +94,15 @@ check() { # description condition-exit-status
 
 # ---------------------------------------------------------------- TLS handshake soak
 log="$work/serve.log"
+# Created here: the background job opens it only after the fork, and the port is read
+# from it at once.
+: >"$log"
 ENVOY_QAT_LIB="$sim" QAT_SIM_INSTANCES=2 QAT_SIM_FAULTS="$faults" QAT_SIM_SEED=${SOAK_SEED:-1} \
   "$bin" serve --listen 127.0.0.1:0 --key-type "$key_type" --backend qat >"$log" 2>"$work/serve.err" &
 pid=$!
 port=""
 for _ in $(seq 1 300); do
-  port=$(sed -n 's|.*listening on https://127.0.0.1:\([0-9]*\)/.*|\1|p' "$log")
+  port=$(sed -n 's|.*listening on https://127.0.0.1:\([0-9]*\)/.*|\1|p' "$log") || true
   [[ -n "$port" ]] && break
   kill -0 "$pid" 2>/dev/null || break
   sleep 0.1
