@@ -150,4 +150,11 @@ pub trait Backend: Send + Sync {
 
     /// Stop taking work and end every job it holds (with [`OpError::Shutdown`]).
     fn shutdown(&self) {}
+
+    /// The backend's own counters as one line of `name=value` pairs, for stats output
+    /// (the QAT backend: device answers, faults seen, pinned memory); None when it has
+    /// none beyond the engine's.
+    fn stats_line(&self) -> Option<String> {
+        None
+    }
 }

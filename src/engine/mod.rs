@@ -344,6 +344,15 @@ impl Engine {
         self.inner.poller.thread_cpu()
     }
 
+    /// The backends' own counters ([`Backend::stats_line`]): (backend name, line) for
+    /// the primary and then the fallback, those that have any.
+    pub fn backend_stats(&self) -> Vec<(&'static str, String)> {
+        std::iter::once(&self.inner.primary)
+            .chain(self.inner.fallback.as_ref())
+            .filter_map(|b| b.stats_line().map(|l| (b.name(), l)))
+            .collect()
+    }
+
     /// Operations in flight now.
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Acquire)

@@ -319,6 +319,10 @@ pub(crate) fn stats_text(s: &ServerStats, engine: &QatEngine, provider: bool) ->
     );
     if provider {
         out += &format!("provider: {}\n", engine.stats());
+        // The backends' own counters, e.g. the QAT backend's faults seen and pinned memory.
+        for (name, line) in engine.engine().backend_stats() {
+            out += &format!("backend {name}: {line}\n");
+        }
     }
     out
 }

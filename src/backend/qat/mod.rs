@@ -23,7 +23,9 @@
 //!   `scheme::finish` DER-encodes.
 //! - Every flat buffer lives in one pinned block from `qaeMemAllocNUMA` per operation,
 //!   zeroed and freed (`qaeMemFreeNUMA`) in the callback before the job completes, or at
-//!   shutdown for operations the device never answered.
+//!   shutdown for operations the device never answered. Blocks and bytes are counted
+//!   when allocated and freed ([`QatStats`]`::pinned_*`, printed with the provider's
+//!   stats), so pinned memory still held is visible at run time.
 //! - Completions happen only inside [`Backend::poll`] (`icp_sal_CyPollInstance`), driven
 //!   by the engine's poll thread.
 //! - `CPA_STATUS_RETRY` (ring full) moves to the next instance; when every instance is
@@ -131,11 +133,83 @@ pub struct QatStats {
     pub reclaimed: u64,
     /// Operations in the device now.
     pub outstanding: u64,
+    /// Pinned blocks allocated (`qaeMemAllocNUMA`) since the backend started: one per
+    /// operation built.
+    pub pinned_allocs: u64,
+    /// Bytes of those blocks.
+    pub pinned_alloc_bytes: u64,
+    /// `qaeMemAllocNUMA` calls that returned NULL (pinned memory exhausted).
+    pub pinned_alloc_failures: u64,
+    /// Pinned blocks allocated and not freed yet. Between operations this must return to
+    /// 0: anything else is pinned (non-swappable, device-visible) memory leaking.
+    pub pinned_outstanding: u64,
+    /// Bytes of those blocks.
+    pub pinned_outstanding_bytes: u64,
+}
+
+impl std::fmt::Display for QatStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "submitted={} completed={} retries={} busy={} submit_failures={} callback_failures={} \
+             restarting={} evictions={} readmissions={} reclaimed={} outstanding={} \
+             pinned_allocs={} pinned_alloc_bytes={} pinned_alloc_failures={} \
+             pinned_outstanding={} pinned_outstanding_bytes={}",
+            self.submitted,
+            self.completed,
+            self.retries,
+            self.busy,
+            self.submit_failures,
+            self.callback_failures,
+            self.restarting,
+            self.evictions,
+            self.readmissions,
+            self.reclaimed,
+            self.outstanding,
+            self.pinned_allocs,
+            self.pinned_alloc_bytes,
+            self.pinned_alloc_failures,
+            self.pinned_outstanding,
+            self.pinned_outstanding_bytes,
+        )
+    }
+}
+
+/// Pinned-memory accounting: every block from `qaeMemAllocNUMA` is counted when
+/// allocated and when freed, so outstanding pinned memory is visible in the stats (on
+/// hardware as on the simulator).
+#[derive(Debug, Default)]
+struct PinnedCounters {
+    allocs: AtomicU64,
+    alloc_bytes: AtomicU64,
+    alloc_failures: AtomicU64,
+    frees: AtomicU64,
+    free_bytes: AtomicU64,
+}
+
+impl PinnedCounters {
+    /// (allocated blocks, allocated bytes, outstanding blocks, outstanding bytes).
+    fn read(&self) -> (u64, u64, u64, u64) {
+        // Frees first: a block is counted as allocated before it can be freed (and the
+        // release/acquire pairs order the two), so the later allocation loads are never
+        // behind the free loads.
+        let frees = self.frees.load(Ordering::Acquire);
+        let free_bytes = self.free_bytes.load(Ordering::Acquire);
+        let allocs = self.allocs.load(Ordering::Acquire);
+        let alloc_bytes = self.alloc_bytes.load(Ordering::Acquire);
+        (
+            allocs,
+            alloc_bytes,
+            allocs.saturating_sub(frees),
+            alloc_bytes.saturating_sub(free_bytes),
+        )
+    }
 }
 
 struct Shared {
     rt: Arc<Runtime>,
     counters: Counters,
+    pinned: Arc<PinnedCounters>,
     /// Operation contexts handed to qatlib (addresses of leaked `Box<OpCtx>`).
     outstanding: Mutex<HashSet<usize>>,
 }
@@ -171,6 +245,7 @@ impl QatBackend {
             shared: Arc::new(Shared {
                 rt,
                 counters: Counters::default(),
+                pinned: Arc::new(PinnedCounters::default()),
                 outstanding: Mutex::new(HashSet::new()),
             }),
             next: AtomicUsize::new(0),
@@ -205,6 +280,9 @@ impl QatBackend {
     pub fn stats(&self) -> QatStats {
         let c = &self.shared.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let p = &self.shared.pinned;
+        let (pinned_allocs, pinned_alloc_bytes, pinned_outstanding, pinned_outstanding_bytes) =
+            p.read();
         QatStats {
             submitted: l(&c.submitted),
             completed: l(&c.completed),
@@ -217,6 +295,11 @@ impl QatBackend {
             readmissions: l(&c.readmissions),
             reclaimed: l(&c.reclaimed),
             outstanding: lock(&self.shared.outstanding).len() as u64,
+            pinned_allocs,
+            pinned_alloc_bytes,
+            pinned_alloc_failures: l(&p.alloc_failures),
+            pinned_outstanding,
+            pinned_outstanding_bytes,
         }
     }
 }
@@ -227,9 +310,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 // ------------------------------------------------------------------ pinned memory
 
-/// One pinned block from `qaeMemAllocNUMA`, zeroed and freed on drop.
+/// One pinned block from `qaeMemAllocNUMA`, zeroed and freed on drop; counted in
+/// [`PinnedCounters`] from allocation to free.
 struct Pinned {
     lib: &'static loader::Lib,
+    counters: Arc<PinnedCounters>,
     ptr: *mut u8,
     len: usize,
     used: usize,
@@ -240,16 +325,24 @@ struct Pinned {
 unsafe impl Send for Pinned {}
 
 impl Pinned {
-    fn new(lib: &'static loader::Lib, len: usize) -> Result<Self, OpError> {
+    fn new(
+        lib: &'static loader::Lib,
+        counters: &Arc<PinnedCounters>,
+        len: usize,
+    ) -> Result<Self, OpError> {
         // SAFETY: plain allocation call; the result is checked.
         let ptr = unsafe { lib.usdm.qaeMemAllocNUMA(len, 0, 64) }.cast::<u8>();
         if ptr.is_null() {
+            counters.alloc_failures.fetch_add(1, Ordering::Relaxed);
             return Err(OpError::Busy(format!(
                 "qaeMemAllocNUMA({len}) failed: pinned memory exhausted (raise the memlock limit / usdm pool)"
             )));
         }
+        counters.allocs.fetch_add(1, Ordering::AcqRel);
+        counters.alloc_bytes.fetch_add(len as u64, Ordering::AcqRel);
         Ok(Pinned {
             lib,
+            counters: Arc::clone(counters),
             ptr,
             len,
             used: 0,
@@ -278,6 +371,10 @@ impl Drop for Pinned {
         let mut p = self.ptr.cast::<c_void>();
         // SAFETY: `p` came from qaeMemAllocNUMA and is freed exactly once.
         unsafe { self.lib.usdm.qaeMemFreeNUMA(&mut p) };
+        self.counters
+            .free_bytes
+            .fetch_add(self.len as u64, Ordering::AcqRel);
+        self.counters.frees.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -380,7 +477,12 @@ fn field_sized(digest: &[u8], n: usize) -> Vec<u8> {
     }
 }
 
-fn build(job: &Job, lib: &'static loader::Lib, rsa_crt: bool) -> Result<(OpData, Pinned), OpError> {
+fn build(
+    job: &Job,
+    lib: &'static loader::Lib,
+    pinned: &Arc<PinnedCounters>,
+    rsa_crt: bool,
+) -> Result<(OpData, Pinned), OpError> {
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     let bad = |why: &str| OpError::Failed(format!("QAT: {why}"));
     match (&job.op, job.key.material()) {
@@ -413,6 +515,7 @@ fn build(job: &Job, lib: &'static loader::Lib, rsa_crt: bool) -> Result<(OpData,
                 Some([p, q, dp, dq, qinv]) => {
                     mem = Pinned::new(
                         lib,
+                        pinned,
                         5 * half.next_multiple_of(8) + 2 * k.next_multiple_of(8),
                     )?;
                     key_data.privateKeyRepType =
@@ -428,7 +531,7 @@ fn build(job: &Job, lib: &'static loader::Lib, rsa_crt: bool) -> Result<(OpData,
                 None => {
                     let n = fit(&key.n().to_be_bytes(), k).ok_or_else(|| bad("modulus size"))?;
                     let d = fit(&key.d().to_be_bytes(), k).ok_or_else(|| bad("exponent size"))?;
-                    mem = Pinned::new(lib, 4 * k.next_multiple_of(8))?;
+                    mem = Pinned::new(lib, pinned, 4 * k.next_multiple_of(8))?;
                     key_data.privateKeyRepType =
                         sys::_CpaCyRsaPrivateKeyRepType_CPA_CY_RSA_PRIVATE_KEY_REP_TYPE_1;
                     key_data.privateKeyRep1 = sys::CpaCyRsaPrivateKeyRep1 {
@@ -461,7 +564,7 @@ fn build(job: &Job, lib: &'static loader::Lib, rsa_crt: bool) -> Result<(OpData,
             let len = n.len();
             let k = nonce(&n)?;
             let m = field_sized(digest, len);
-            let mut mem = Pinned::new(lib, 11 * len.next_multiple_of(8))?;
+            let mut mem = Pinned::new(lib, pinned, 11 * len.next_multiple_of(8))?;
             let op = sys::CpaCyEcdsaSignRSOpData {
                 xg: mem.buffer(len, &unhex(curve.gx)),
                 yg: mem.buffer(len, &unhex(curve.gy)),
@@ -650,6 +753,10 @@ impl Backend for QatBackend {
         true
     }
 
+    fn stats_line(&self) -> Option<String> {
+        Some(self.stats().to_string())
+    }
+
     fn submit(&self, job: Job) -> Result<(), Rejected> {
         let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
         if self.closed.load(Ordering::Acquire) {
@@ -660,7 +767,7 @@ impl Backend for QatBackend {
         }
         let shared = &self.shared;
         let rt = &shared.rt;
-        let (data, mem) = match build(&job, rt.lib, self.rsa_crt) {
+        let (data, mem) = match build(&job, rt.lib, &shared.pinned, self.rsa_crt) {
             Ok(v) => v,
             Err(error) => return Err(Rejected { job, error }),
         };
