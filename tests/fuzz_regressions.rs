@@ -85,3 +85,27 @@ fn auto_detected_raw_deflate_split_after_the_first_byte() {
         assert_eq!(d.total_in(), data.len() as u64, "split {split}");
     }
 }
+
+/// YAML nested far deeper than any config (found beside the provider_config target, whose
+/// inputs are too short to reach it): yaml-rust2's recursive loader overflowed the stack and
+/// aborted `envoy-qat check`. Now a finding that names the nesting.
+#[test]
+fn deeply_nested_yaml_is_a_finding_not_a_stack_overflow() {
+    use envoy_qat::check::envoy::{check_envoy_yaml, parse_yaml_docs, MAX_YAML_DEPTH};
+    use envoy_qat::check::Status;
+    for text in [
+        format!("{}x\n", "- ".repeat(100_000)),
+        format!("{}1{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+        (0..1000).map(|i| format!("{}a{i}:\n", " ".repeat(i))).collect(),
+    ] {
+        let mut out = Vec::new();
+        check_envoy_yaml(&text, "deep.yaml", &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].status, Status::Fail, "{:?}", out[0]);
+    }
+    let ok = format!("{}x\n", "- ".repeat(MAX_YAML_DEPTH));
+    assert!(parse_yaml_docs(&ok, "ok.yaml").is_ok());
+    let deep = format!("{}x\n", "- ".repeat(MAX_YAML_DEPTH + 1));
+    let e = parse_yaml_docs(&deep, "deep.yaml").unwrap_err();
+    assert!(e.contains("nested more than 256 levels"), "{e}");
+}
