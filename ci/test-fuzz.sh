@@ -7,7 +7,7 @@
 # FUZZ_SECONDS from seeds generated here (openssl keys, compressed files, envoy-config/) plus
 # the committed seeds, and fails on any crash, hang or leak of the fuzzer's limits.
 #
-#   usage: ci/test-fuzz.sh                       # CI: FUZZ_SECONDS=15 per target
+#   usage: ci/test-fuzz.sh                       # CI: FUZZ_SECONDS=10 per target
 #          FUZZ_SECONDS=600 ci/test-fuzz.sh      # a longer local run
 #          FUZZ_TARGETS="decompress bridge" ci/test-fuzz.sh
 #
@@ -19,7 +19,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 export ENVOY_QAT_DEPS="${ENVOY_QAT_DEPS:-$repo/build/qat-deps}"
-seconds="${FUZZ_SECONDS:-15}"
+seconds="${FUZZ_SECONDS:-10}"
 fuzz="$repo/tests/fuzz"
 out="$repo/build/fuzz"
 all_targets=(key_pem key_der provider_config compressor_config decompress compress_roundtrip bridge)

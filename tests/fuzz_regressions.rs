@@ -96,7 +96,9 @@ fn deeply_nested_yaml_is_a_finding_not_a_stack_overflow() {
     for text in [
         format!("{}x\n", "- ".repeat(100_000)),
         format!("{}1{}\n", "[".repeat(100_000), "]".repeat(100_000)),
-        (0..1000).map(|i| format!("{}a{i}:\n", " ".repeat(i))).collect(),
+        (0..1000)
+            .map(|i| format!("{}a{i}:\n", " ".repeat(i)))
+            .collect(),
     ] {
         let mut out = Vec::new();
         check_envoy_yaml(&text, "deep.yaml", &mut out);
