@@ -38,10 +38,14 @@ if ((rc != 0)) || grep -q 'Sanitizer' "$log"; then
   echo "test-sanitize-sim: FAIL (exit $rc; full log ${log#"$repo"/})" >&2
   exit 1
 fi
-# Proof the instrumentation is really in: the test binaries carry the ASan runtime.
-bin=$(find "$dir/$target/debug/deps" -maxdepth 1 -name 'qat_sim-*' -type f -executable | head -1)
-nm "$bin" 2>/dev/null | grep -q '__asan_init' || {
-  echo "test-sanitize-sim: FAIL: $bin has no ASan runtime" >&2
+# Proof the instrumentation is really in: the test binary exports the ASan runtime and the
+# simulator it loaded is instrumented code that calls into it.
+deps="$dir/$target/debug/deps"
+bin=$(find "$deps" -maxdepth 1 -name 'qat_sim-*' -type f -executable | head -1)
+exported=$(nm -D --defined-only "$bin" | grep -c ' __asan_init$' || true)
+calls=$(nm -D --undefined-only "$deps/libqat_sim.so" | grep -c ' __asan_report_' || true)
+if ((exported != 1 || calls == 0)); then
+  echo "test-sanitize-sim: FAIL: not instrumented ($bin exports __asan_init: $exported; libqat_sim.so ASan checks: $calls)" >&2
   exit 1
-}
+fi
 echo "test-sanitize-sim: qat_sim and qat_faults clean under ASan+LSan (QAT_SOAK_OPS=$QAT_SOAK_OPS) in $((SECONDS - start)) s"
