@@ -35,7 +35,7 @@ export PATH="$repo/build/tools/cargo/bin:$PATH"
 echo "test-fuzz: formatting of tests/fuzz"
 cargo fmt --manifest-path "$fuzz/Cargo.toml" -- --check
 
-echo "test-fuzz: building ${#targets[@]} targets (cargo fuzz build -O -a --sanitizer none)"
+echo "test-fuzz: building the fuzz targets (cargo fuzz build -O -a --sanitizer none)"
 (cd "$fuzz" && cargo fuzz build --fuzz-dir . -O -a --sanitizer none \
   --target-dir "$fuzz/target" 2>&1 | grep -v '^ *\(Compiling\|Downloaded\|Downloading\)' || true)
 bindir="$fuzz/target/x86_64-unknown-linux-gnu/release"
@@ -120,13 +120,16 @@ w("compress_roundtrip", "mixed", mixed[:3000])
 PY
 
 # Replay stored crash inputs first (the Rust suite replays them too: tests/fuzz_regressions.rs).
+replayed=0
 for t in "${targets[@]}"; do
   reg="$fuzz/regressions/$t"
   if compgen -G "$reg/*" >/dev/null; then
     "$bindir/$t" -runs=1 "$reg"/* >"$out/replay-$t.log" 2>&1 \
       || { tail -30 "$out/replay-$t.log"; fail "$t: a stored regression input fails again"; }
+    replayed=$((replayed + $(find "$reg" -type f | wc -l)))
   fi
 done
+echo "test-fuzz: replayed $replayed stored crash inputs"
 
 declare -A max_len=([key_pem]=8192 [key_der]=4096 [decompress]=65536 [compress_roundtrip]=8192)
 summary=()
