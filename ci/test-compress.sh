@@ -116,7 +116,7 @@ pass "progress bar only on a terminal"
 
 # 7. The benchmark runs and prints the baselines next to ours.
 "$bin" bench compress --size-mib 4 --levels 1,6 --no-qatzip > "$t/bench"
-for want in "gzip -6" "gzip -1" "pigz -6" "level 6" "flush-heavy" "decompress: envoy-qat"; do
+for want in "gzip -6" "gzip -1" "pigz -6" "level 6" "cpu/gzip-6" "flush-heavy" "decompress: envoy-qat"; do
   grep -q -- "$want" "$t/bench" || fail "bench output lacks '$want'"
 done
 pass "bench compress prints gzip/pigz baselines, levels, flush cost, decompression"

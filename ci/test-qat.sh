@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # QAT suite with real clients (run by ci/test.sh after cargo test):
 # - `envoy-qat sign --backend qat` on tests/qat-sim for every scheme and key type,
-#   each signature verified by the openssl CLI; raw decrypt compared with openssl's;
+#   each signature verified by the openssl CLI (also with the simulator's portable
+#   arithmetic); raw decrypt compared with openssl's; `envoy-qat bench` on the simulator;
 # - Debian trixie's real libqat (build/qat-deps) with no device: --backend qat without
 #   fallback fails with the reason, with fallback it signs in software;
 # - the pinned-memory soak at 100k operations (10k cancelled).
@@ -59,6 +60,23 @@ sign_verify p256 ecdsa_secp256r1_sha256 sha256
 sign_verify p256 ecdsa_sha1 sha1
 sign_verify p384 ecdsa_secp384r1_sha384 sha384
 sign_verify p384 ecdsa_sha1 sha1
+# The simulator's portable arithmetic (num-bigint, p256/p384), used where libcrypto.so.3
+# is missing, gives signatures openssl accepts too.
+QAT_SIM_ARITH=bigint sign_verify rsa2048 rsa_pss_rsae_sha256 sha256 pss
+QAT_SIM_ARITH=bigint sign_verify p256 ecdsa_secp256r1_sha256 sha256
+QAT_SIM_ARITH=bigint sign_verify p384 ecdsa_secp384r1_sha384 sha384
+
+# `envoy-qat bench` on the simulator reports the poll thread's CPU and the latency added
+# over the simulated device (figures are printed, not judged).
+if QAT_SIM_LATENCY_US=50 "$bin" bench --backend qat --no-fallback --qat-lib "$sim" --key-types p256 \
+    --concurrency 4 --seconds 0.3 --no-openssl --no-overhead --idle-seconds 0.2 >"$tmp/bench.out" 2>&1 &&
+  grep -q "errors 0" "$tmp/bench.out" && grep -q "poll thread .* of a core" "$tmp/bench.out" &&
+  grep -q "qat-sim device .* added over it: p50" "$tmp/bench.out" &&
+  grep -q "^idle .* poll thread" "$tmp/bench.out"; then
+  ok
+else
+  bad "envoy-qat bench on qat-sim: $(cat "$tmp/bench.out")"
+fi
 
 # Raw RSA decrypt on qat-sim equals openssl's no-padding decrypt.
 head -c 255 /dev/urandom | { printf '\0'; cat; } >"$tmp/plain"

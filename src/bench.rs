@@ -28,6 +28,12 @@ pub struct BenchResult {
     pub latency: HistogramSnapshot,
     /// Operations that failed.
     pub errors: u64,
+    /// CPU time of the engine's poll thread during the run (None without one).
+    pub poll_cpu: Option<Duration>,
+    /// Polls made during the run.
+    pub polls: u64,
+    /// Wall-clock length of the run.
+    pub elapsed: Duration,
 }
 
 /// Run `op` on `key` through `engine` for `duration` with `concurrency` operations in
@@ -51,7 +57,9 @@ pub fn run(
         Operation::Sign(_) => msg.to_vec(),
     };
     let concurrency = concurrency.max(1);
-    let before = engine.stats().latency;
+    let stats0 = engine.stats();
+    let before = stats0.latency;
+    let cpu0 = engine.poll_thread_cpu();
     let start = Instant::now();
     let deadline = start + duration;
     let mut pending: Vec<Pending> = Vec::with_capacity(concurrency);
@@ -103,16 +111,23 @@ pub fn run(
             unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 100) };
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let latency = engine.stats().latency.since(&before);
+    let elapsed = start.elapsed();
+    let stats1 = engine.stats();
+    let latency = stats1.latency.since(&before);
+    let poll_cpu = engine
+        .poll_thread_cpu()
+        .map(|c| c.saturating_sub(cpu0.unwrap_or_default()));
     Ok(BenchResult {
         label: format!("{} {}", key.key_type(), op_label(op)),
         backend: engine.backend_name().to_string(),
         concurrency,
         ops,
-        ops_per_sec: ops as f64 / elapsed,
+        ops_per_sec: ops as f64 / elapsed.as_secs_f64(),
         latency,
         errors,
+        poll_cpu,
+        polls: stats1.polls - stats0.polls,
+        elapsed,
     })
 }
 
@@ -209,6 +224,123 @@ pub fn format_result(r: &BenchResult) -> String {
         r.latency.quantile(0.99),
         r.errors
     )
+}
+
+/// The poll thread's CPU during a run, as text: share of one core and per operation.
+pub fn format_poll_cpu(r: &BenchResult) -> Option<String> {
+    let cpu = r.poll_cpu?;
+    let per_op = if r.ops > 0 {
+        cpu / r.ops as u32
+    } else {
+        Duration::ZERO
+    };
+    Some(format!(
+        "poll thread {:.1}% of a core ({:.1?}/op, {} polls)",
+        100.0 * cpu.as_secs_f64() / r.elapsed.as_secs_f64().max(1e-9),
+        per_op,
+        r.polls
+    ))
+}
+
+/// Counters of tests/qat-sim, read when the QAT library in use is the simulator: how
+/// long the simulated device took, so a benchmark can report the latency the engine
+/// adds on top of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimDevice {
+    /// Responses delivered.
+    pub completions: u64,
+    /// Sum of device time (submit until the response was ready), ns.
+    pub device_ns: u64,
+    /// Sum of the time ready responses waited for a poll, ns.
+    pub poll_wait_ns: u64,
+}
+
+impl SimDevice {
+    /// Read the counters of the simulator at `path` if it is loaded in this process and
+    /// is the simulator (it exports `qat_sim_counter`); None otherwise (real qatlib).
+    pub fn read(path: &std::path::Path) -> Option<SimDevice> {
+        use libloading::os::unix::{Library, RTLD_LAZY};
+        const RTLD_NOLOAD: libc::c_int = 4;
+        // SAFETY: RTLD_NOLOAD only returns a handle to a library that is already loaded
+        // (and so already initialised); it never loads anything.
+        let lib = unsafe { Library::open(Some(path), RTLD_LAZY | RTLD_NOLOAD) }.ok()?;
+        // SAFETY: the simulator exports `u64 qat_sim_counter(const char*)`.
+        let counter: libloading::os::unix::Symbol<
+            unsafe extern "C" fn(*const libc::c_char) -> u64,
+        > = unsafe { lib.get(b"qat_sim_counter\0") }.ok()?;
+        // SAFETY: NUL-terminated names.
+        let get = |n: &std::ffi::CStr| unsafe { counter(n.as_ptr()) };
+        Some(SimDevice {
+            completions: get(c"completions"),
+            device_ns: get(c"device_ns"),
+            poll_wait_ns: get(c"poll_wait_ns"),
+        })
+    }
+
+    /// The difference `self - earlier`.
+    pub fn since(&self, earlier: &SimDevice) -> SimDevice {
+        SimDevice {
+            completions: self.completions.saturating_sub(earlier.completions),
+            device_ns: self.device_ns.saturating_sub(earlier.device_ns),
+            poll_wait_ns: self.poll_wait_ns.saturating_sub(earlier.poll_wait_ns),
+        }
+    }
+
+    /// Mean device time per response.
+    pub fn mean_device(&self) -> Duration {
+        Duration::from_nanos(self.device_ns / self.completions.max(1))
+    }
+
+    /// Mean time a ready response waited for the poll thread.
+    pub fn mean_poll_wait(&self) -> Duration {
+        Duration::from_nanos(self.poll_wait_ns / self.completions.max(1))
+    }
+}
+
+/// The latency the engine added over the simulated device, as text: the run's p50/p99
+/// minus the mean device time, and the mean wait for a poll.
+pub fn format_added_latency(r: &BenchResult, dev: &SimDevice) -> String {
+    let device = dev.mean_device();
+    format!(
+        "device {:.1?} mean; added over it: p50 {:.1?} p99 {:.1?} (of which waiting for a poll {:.1?} mean)",
+        device,
+        r.latency.quantile(0.5).saturating_sub(device),
+        r.latency.quantile(0.99).saturating_sub(device),
+        dev.mean_poll_wait()
+    )
+}
+
+/// CPU time (user + system) used so far by this process's threads whose name starts with
+/// `prefix` (from /proc, in clock ticks: about 10 ms resolution).
+pub fn threads_cpu(prefix: &str) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let mut ticks = 0u64;
+    for t in tasks.flatten() {
+        let dir = t.path();
+        let named = std::fs::read_to_string(dir.join("comm"))
+            .is_ok_and(|c| c.trim_end().starts_with(prefix));
+        if !named {
+            continue;
+        }
+        if let Ok(stat) = std::fs::read_to_string(dir.join("stat")) {
+            // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+            if let Some((_, rest)) = stat.rsplit_once(')') {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                ticks += get(11) + get(12);
+            }
+        }
+    }
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+/// CPU time used by this process's waited-for children so far.
+pub fn children_cpu() -> Duration {
+    rusage_cpu(libc::RUSAGE_CHILDREN)
 }
 
 /// CPU time used by the calling process (all threads) so far.

@@ -203,17 +203,7 @@ fn ecdsa_nonces_are_never_reused() {
             .collect();
         let mut rs: Vec<Vec<u8>> = pending
             .into_iter()
-            .map(|p| {
-                let der = p.wait().unwrap();
-                // SEQUENCE { INTEGER r, INTEGER s }: take r.
-                let body = if der[1] & 0x80 != 0 {
-                    &der[3..]
-                } else {
-                    &der[2..]
-                };
-                assert_eq!(body[0], 0x02);
-                body[2..2 + body[1] as usize].to_vec()
-            })
+            .map(|p| common::ecdsa_r(&p.wait().unwrap()))
             .collect();
         let n = rs.len();
         rs.sort();

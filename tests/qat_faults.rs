@@ -294,7 +294,13 @@ fn soak_no_pinned_memory_leak_with_cancels() {
     assert_eq!(ok + cancelled, n);
     let s = engine.stats();
     assert_eq!(s.completed as usize + s.cancelled as usize, n);
-    assert_eq!(s.cancelled as usize, cancelled);
+    // A dropped operation counts as cancelled, unless the device answered between the
+    // submit and the drop: then it already counted as completed (ended exactly once).
+    assert!(s.cancelled as usize <= cancelled, "{s:?}");
+    assert_eq!(
+        s.completed as usize,
+        ok + (cancelled - s.cancelled as usize)
+    );
     engine.shutdown();
     drop(engine);
     let q = qat.stats();

@@ -1,6 +1,7 @@
 //! The QAT backend through the engine on tests/qat-sim (a software qatlib loaded through
 //! the same dlopen path), every result checked with the openssl CLI.
 
+mod common;
 #[path = "qat-sim/testutil.rs"]
 mod testutil;
 
@@ -47,6 +48,9 @@ fn every_scheme_and_key_type_verifies_with_openssl() {
     assert_eq!(s.failed, 0);
     assert_eq!(s.fallbacks, 0, "no operation may have run in software");
     assert_eq!(qat.stats().completed, signed);
+    // The simulator computed with libcrypto (its fast path), so the signatures openssl
+    // just verified came from that path.
+    assert!(sim().counter("arith_ossl") >= signed);
     engine.shutdown();
     drop(engine);
     drop(qat);
@@ -382,4 +386,93 @@ fn rsa_key_representation_type_1_and_type_2() {
         assert_eq!(sim().counter(used), before + 1, "crt={crt} must use {used}");
         engine.shutdown();
     }
+}
+
+#[test]
+fn bench_reads_device_time_and_poll_thread_cpu() {
+    use envoy_qat::bench;
+    let _g = serial();
+    // Not loaded yet under another path, and a library that is not the simulator: None.
+    assert_eq!(
+        bench::SimDevice::read(std::path::Path::new("/nonexistent/libqat.so.4")),
+        None
+    );
+    let qat = backend("instances=1,latency_us=300");
+    let engine = engine(&qat, false);
+    assert!(
+        engine.poll_thread_cpu().is_some(),
+        "a polled backend has a poll thread"
+    );
+    let dir = tmp();
+    let (_, key) = openssl_key(dir.path(), "p256");
+    let d0 = bench::SimDevice::read(&sim_path()).expect("the simulator is loaded");
+    let r = bench::run(
+        &engine,
+        &key,
+        Operation::Sign(SignatureScheme::EcdsaSecp256r1Sha256),
+        4,
+        Duration::from_millis(200),
+    )
+    .expect("bench run");
+    let d = bench::SimDevice::read(&sim_path())
+        .expect("the simulator is loaded")
+        .since(&d0);
+    assert_eq!(r.errors, 0);
+    assert!(r.ops > 0);
+    assert_eq!(d.completions, r.ops, "one device response per operation");
+    // Every response waited out its configured device latency.
+    assert!(d.mean_device() >= Duration::from_micros(300), "{d:?}");
+    assert!(r.poll_cpu.is_some_and(|c| c > Duration::ZERO));
+    assert!(r.polls > 0);
+    let line = bench::format_added_latency(&r, &d);
+    assert!(line.contains("added over it: p50"), "{line}");
+    engine.shutdown();
+    assert_eq!(
+        engine.poll_thread_cpu(),
+        None,
+        "the poll thread is gone after shutdown"
+    );
+}
+
+#[test]
+fn ecdsa_nonces_are_never_reused_on_qat() {
+    // The QAT backend draws k itself (the device takes it as input): 2000 signatures of
+    // the same message per curve must all have distinct r, and each must verify.
+    let _g = serial();
+    let qat = backend("instances=2,ring=256");
+    let engine = engine(&qat, false);
+    let dir = tmp();
+    for (kind, scheme) in [
+        ("p256", SignatureScheme::EcdsaSecp256r1Sha256),
+        ("p384", SignatureScheme::EcdsaSecp384r1Sha384),
+    ] {
+        let (_, key) = openssl_key(dir.path(), kind);
+        let msg = b"same message";
+        let mut sigs: Vec<Vec<u8>> = Vec::new();
+        // 400 at a time: within the two rings of 256, so none is refused as busy.
+        for _ in 0..5 {
+            let pending: Vec<_> = (0..400)
+                .map(|_| {
+                    engine
+                        .submit(&key, Operation::Sign(scheme), msg)
+                        .expect("submit")
+                })
+                .collect();
+            sigs.extend(pending.into_iter().map(|p| p.wait().expect("signature")));
+        }
+        let mut rs: Vec<Vec<u8>> = sigs.iter().map(|der| common::ecdsa_r(der)).collect();
+        rs.sort();
+        rs.dedup();
+        assert_eq!(
+            rs.len(),
+            sigs.len(),
+            "{kind}: an ECDSA nonce was reused on QAT"
+        );
+        for sig in sigs.iter().step_by(500) {
+            let (ok, why) = openssl_verify(dir.path(), &key, scheme, msg, sig);
+            assert!(ok, "{kind}: {why}");
+        }
+    }
+    assert_eq!(engine.stats().fallbacks, 0, "every signature came from QAT");
+    engine.shutdown();
 }

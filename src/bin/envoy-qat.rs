@@ -93,7 +93,8 @@ struct BackendArgs {
     /// Longest poll interval while operations are in flight, in milliseconds.
     #[arg(long, default_value_t = 5.0)]
     poll_delay_ms: f64,
-    /// Poll policy for polled backends: adaptive or fixed (upstream's fixed sleep).
+    /// Poll policy for polled backends: adaptive (learns the device latency), backoff
+    /// (spin, then exponential back-off to the poll delay) or fixed (upstream's fixed sleep).
     #[arg(long, default_value = "adaptive")]
     poll_policy: String,
     /// Path of libqat.so.4 (or of a library exporting its API, such as the test
@@ -203,10 +204,11 @@ fn make_engine(a: &BackendArgs) -> Result<Engine, (u8, String)> {
     let poll_policy = match a.poll_policy.as_str() {
         "adaptive" => PollPolicy::Adaptive,
         "fixed" => PollPolicy::Fixed,
+        "backoff" => PollPolicy::Backoff,
         other => {
             return Err((
                 2,
-                format!("--poll-policy {other}: expected adaptive or fixed"),
+                format!("--poll-policy {other}: expected adaptive, backoff or fixed"),
             ))
         }
     };
@@ -316,10 +318,39 @@ fn bench_cmd(a: BenchArgs) -> CmdResult {
             v
         };
         let mut ours_like = None;
+        let sim_lib = a
+            .backend
+            .qat_lib
+            .clone()
+            .or_else(|| std::env::var_os("ENVOY_QAT_LIB").map(std::path::PathBuf::from));
+        let sim = || sim_lib.as_deref().and_then(bench::SimDevice::read);
         for s in schemes {
+            let dev0 = sim();
+            let (cpu0, sim_cpu0) = (bench::process_cpu(), bench::threads_cpu("qat-sim"));
             let r = bench::run(&engine, &key, Operation::Sign(s), a.concurrency, dur)
                 .map_err(|e| (EXIT_FAILED, e.to_string()))?;
+            let (cpu, sim_cpu) = (
+                bench::process_cpu().saturating_sub(cpu0),
+                bench::threads_cpu("qat-sim").saturating_sub(sim_cpu0),
+            );
             println!("{}", bench::format_result(&r));
+            if let Some(cpu) = bench::format_poll_cpu(&r) {
+                println!("    {cpu}");
+            }
+            if let (Some(d0), Some(d1)) = (dev0, sim()) {
+                println!(
+                    "    qat-sim {}",
+                    bench::format_added_latency(&r, &d1.since(&d0))
+                );
+                // The simulated device computes on this machine's cores; what is left is
+                // the engine's (and the benchmark loop's) CPU per operation.
+                let ops = r.ops.max(1) as u32;
+                println!(
+                    "    CPU per operation: engine and caller {:.1?}, simulated device {:.1?}",
+                    cpu.saturating_sub(sim_cpu) / ops,
+                    sim_cpu / ops
+                );
+            }
             if s == bench::openssl_like_scheme(kt) {
                 ours_like = Some(r.ops_per_sec);
             }
@@ -340,6 +371,24 @@ fn bench_cmd(a: BenchArgs) -> CmdResult {
                 (Err(e), _) => eprintln!("envoy-qat: baseline skipped: {e}"),
             }
         }
+    }
+    if a.idle_seconds > 0.0 && engine.poll_thread_cpu().is_some() {
+        // The same engine, now idle: what its poll thread costs with nothing in flight.
+        let period = Duration::from_secs_f64(a.idle_seconds);
+        std::thread::sleep(Duration::from_millis(50));
+        let polls0 = engine.stats().polls;
+        let cpu0 = engine.poll_thread_cpu().unwrap_or_default();
+        std::thread::sleep(period);
+        let cpu = engine
+            .poll_thread_cpu()
+            .unwrap_or_default()
+            .saturating_sub(cpu0);
+        println!(
+            "idle {:.0} s after the runs: poll thread {} polls, {:.3} ms CPU",
+            period.as_secs_f64(),
+            engine.stats().polls - polls0,
+            cpu.as_secs_f64() * 1e3
+        );
     }
     engine.shutdown();
     if !a.no_overhead {

@@ -647,10 +647,39 @@ fn load_corpus(a: &BenchCompressArgs) -> Result<Vec<u8>, (u8, String)> {
 pub struct BenchLine {
     /// What ran.
     pub label: String,
-    /// Uncompressed MB/s (10^6 bytes per second).
+    /// Uncompressed MB/s (10^6 bytes per second of wall-clock time).
     pub mb_per_s: f64,
+    /// Uncompressed MB per second of CPU time (user + system) of what ran: on a shared
+    /// machine this is steadier than wall-clock time, as it leaves out time spent waiting
+    /// for a core.
+    pub mb_per_cpu_s: f64,
     /// Compressed size in bytes.
     pub compressed: usize,
+}
+
+/// The fastest wall-clock and the smallest CPU time over a measurement's runs.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    wall: f64,
+    cpu: f64,
+}
+
+impl Timing {
+    fn best(self, other: Timing) -> Timing {
+        Timing {
+            wall: self.wall.min(other.wall),
+            cpu: self.cpu.min(other.cpu),
+        }
+    }
+
+    fn line(self, label: String, mb: f64, compressed: usize) -> BenchLine {
+        BenchLine {
+            label,
+            mb_per_s: mb / self.wall,
+            mb_per_cpu_s: mb / self.cpu.max(1e-9),
+            compressed,
+        }
+    }
 }
 
 /// Best of `repeat` runs of [`time_once`].
@@ -658,20 +687,22 @@ fn time_ours(
     factory: &CompressorFactory,
     data: &[u8],
     repeat: usize,
-) -> Result<(f64, Vec<u8>), String> {
-    let mut best: Option<(f64, Vec<u8>)> = None;
+) -> Result<(Timing, Vec<u8>), String> {
+    let mut best: Option<(Timing, Vec<u8>)> = None;
     for _ in 0..repeat.max(1) {
         let (t, out) = time_once(factory, data)?;
-        if best.as_ref().is_none_or(|(b, _)| t < *b) {
-            best = Some((t, out));
-        }
+        best = Some(match best {
+            None => (t, out),
+            Some((b, o)) => (b.best(t), o),
+        });
     }
     Ok(best.expect("at least one run"))
 }
 
-fn time_once(factory: &CompressorFactory, data: &[u8]) -> Result<(f64, Vec<u8>), String> {
+fn time_once(factory: &CompressorFactory, data: &[u8]) -> Result<(Timing, Vec<u8>), String> {
     // Warm up the thread's state (and QATzip session) outside the timing.
     let _ = super::gzip(factory, &data[..data.len().min(64 * 1024)]);
+    let cpu0 = crate::bench::process_cpu();
     let start = Instant::now();
     let mut c = factory.create();
     let mut out = Vec::with_capacity(data.len() / 2);
@@ -692,7 +723,11 @@ fn time_once(factory: &CompressorFactory, data: &[u8]) -> Result<(f64, Vec<u8>),
             .map_err(|e| e.to_string())?;
         out.extend_from_slice(&b);
     }
-    Ok((start.elapsed().as_secs_f64(), out))
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = crate::bench::process_cpu()
+        .saturating_sub(cpu0)
+        .as_secs_f64();
+    Ok((Timing { wall, cpu }, out))
 }
 
 /// Best of `repeat` runs of [`external_once`].
@@ -701,18 +736,22 @@ fn time_external(
     args: &[&str],
     file: &Path,
     repeat: usize,
-) -> Result<(f64, usize), String> {
-    let mut best: Option<(f64, usize)> = None;
+) -> Result<(Timing, usize), String> {
+    let mut best: Option<(Timing, usize)> = None;
     for _ in 0..repeat.max(1) {
         let (t, n) = external_once(cmd, args, file)?;
-        if best.is_none_or(|(b, _)| t < b) {
-            best = Some((t, n));
-        }
+        best = Some(match best {
+            None => (t, n),
+            Some((b, n0)) => (b.best(t), n0),
+        });
     }
     Ok(best.expect("at least one run"))
 }
 
-fn external_once(cmd: &str, args: &[&str], file: &Path) -> Result<(f64, usize), String> {
+fn external_once(cmd: &str, args: &[&str], file: &Path) -> Result<(Timing, usize), String> {
+    // This CLI has no other children, so the growth of the waited-for children's CPU
+    // time is this child's.
+    let cpu0 = crate::bench::children_cpu();
     let start = Instant::now();
     let mut child = Command::new(cmd)
         .args(args)
@@ -735,7 +774,11 @@ fn external_once(cmd: &str, args: &[&str], file: &Path) -> Result<(f64, usize), 
     if !st.success() {
         return Err(format!("{cmd} exited with {st}"));
     }
-    Ok((start.elapsed().as_secs_f64(), n))
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = crate::bench::children_cpu()
+        .saturating_sub(cpu0)
+        .as_secs_f64();
+    Ok((Timing { wall, cpu }, n))
 }
 
 /// Run `envoy-qat bench-compress`.
@@ -764,12 +807,8 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
             ("pigz -6 -p 1", "pigz", vec!["-6", "-p", "1", "-c"]),
         ] {
             match time_external(cmd, &args, &file, a.repeat) {
-                Ok((secs, n)) => {
-                    let l = BenchLine {
-                        label: label.into(),
-                        mb_per_s: mb / secs,
-                        compressed: n,
-                    };
+                Ok((t, n)) => {
+                    let l = t.line(label.into(), mb, n);
                     if label == "gzip -6" {
                         gzip6 = Some(l.clone());
                     }
@@ -789,15 +828,15 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
             ..CompressorConfig::default()
         };
         let f = CompressorFactory::new(cfg).map_err(|e| (EXIT_USAGE, e.to_string()))?;
-        let (secs, out) = time_ours(&f, &data, a.repeat).map_err(|e| (EXIT_FAILED, e))?;
-        lines.push(BenchLine {
-            label: format!(
+        let (t, out) = time_ours(&f, &data, a.repeat).map_err(|e| (EXIT_FAILED, e))?;
+        lines.push(t.line(
+            format!(
                 "envoy-qat soft (zlib-rs) level {level} wbits {} memlevel {}",
                 a.window_bits, a.memory_level
             ),
-            mb_per_s: mb / secs,
-            compressed: out.len(),
-        });
+            mb,
+            out.len(),
+        ));
         if level == 6 {
             ours6_gz = Some(out);
         }
@@ -815,8 +854,7 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
                     if let Some(l) = f.qatzip_lib() {
                         l.set_no_device_shortcut(false);
                     }
-                    let (secs, out) =
-                        time_ours(&f, &data, a.repeat).map_err(|e| (EXIT_FAILED, e))?;
+                    let (t, out) = time_ours(&f, &data, a.repeat).map_err(|e| (EXIT_FAILED, e))?;
                     if let Some(l) = f.qatzip_lib() {
                         l.set_no_device_shortcut(true);
                     }
@@ -826,38 +864,49 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
                     } else {
                         "QATzip software fallback"
                     };
-                    lines.push(BenchLine {
-                        label: format!("envoy-qat qatzip level {level} ({path})"),
-                        mb_per_s: mb / secs,
-                        compressed: out.len(),
-                    });
+                    lines.push(t.line(
+                        format!("envoy-qat qatzip level {level} ({path})"),
+                        mb,
+                        out.len(),
+                    ));
                 }
                 Err(e) => eprintln!("envoy-qat: qatzip skipped: {e}"),
             }
         }
     }
     println!(
-        "{:<58} {:>9} {:>12} {:>7} {:>13} {:>12}",
-        "compressor", "MB/s", "bytes", "ratio", "speed/gzip-6", "size/gzip-6"
+        "{:<58} {:>8} {:>9} {:>11} {:>7} {:>12} {:>11} {:>11}",
+        "compressor",
+        "MB/s",
+        "MB/cpu-s",
+        "bytes",
+        "ratio",
+        "speed/gzip-6",
+        "cpu/gzip-6",
+        "size/gzip-6"
     );
     for l in &lines {
-        let (sp, sz) = match &gzip6 {
+        let (sp, cp, sz) = match &gzip6 {
             Some(g) => (
                 format!("{:.2}x", l.mb_per_s / g.mb_per_s),
+                format!("{:.2}x", l.mb_per_cpu_s / g.mb_per_cpu_s),
                 format!("{:.3}x", l.compressed as f64 / g.compressed as f64),
             ),
-            None => ("-".into(), "-".into()),
+            None => ("-".into(), "-".into(), "-".into()),
         };
         println!(
-            "{:<58} {:>9.1} {:>12} {:>7.3} {:>13} {:>12}",
+            "{:<58} {:>8.1} {:>9.1} {:>11} {:>7.3} {:>12} {:>11} {:>11}",
             l.label,
             l.mb_per_s,
+            l.mb_per_cpu_s,
             l.compressed,
             data.len() as f64 / l.compressed as f64,
             sp,
+            cp,
             sz
         );
     }
+    println!("(speed: wall-clock MB/s ratio; cpu: MB per CPU-second ratio, steadier on a shared machine; pigz on all cores uses several CPU-seconds per second)");
 
     // Flush-heavy stream: small writes, a Flush after each.
     let fw = a.flush_write.max(1);
@@ -891,7 +940,8 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
         total += b.len();
         flush_secs = flush_secs.min(start.elapsed().as_secs_f64());
     }
-    let (whole_secs, whole) = time_ours(&f, sample, a.repeat).map_err(|e| (EXIT_FAILED, e))?;
+    let (whole_t, whole) = time_ours(&f, sample, a.repeat).map_err(|e| (EXIT_FAILED, e))?;
+    let whole_secs = whole_t.wall;
     println!(
         "flush-heavy (level 6, {fw}-byte writes, Flush each): {flushes} flushes, {:.2} us/flush, {} bytes vs {} unflushed (+{:.1} bytes/flush), {:.1} MB/s vs {:.1} MB/s",
         (flush_secs - whole_secs).max(0.0) * 1e6 / flushes as f64,
@@ -923,11 +973,11 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
         }
         let ours = mb / secs;
         match time_external("gzip", &["-dc"], &gzfile, a.repeat) {
-            Ok((gsecs, n)) if n == data.len() => println!(
+            Ok((gt, n)) if n == data.len() => println!(
                 "decompress: envoy-qat {:.1} MB/s, gzip -d {:.1} MB/s, ratio {:.2}x",
                 ours,
-                mb / gsecs,
-                ours / (mb / gsecs)
+                mb / gt.wall,
+                ours / (mb / gt.wall)
             ),
             Ok((_, n)) => {
                 return Err((

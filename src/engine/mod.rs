@@ -338,6 +338,12 @@ impl Engine {
         }
     }
 
+    /// CPU time used so far by the poll thread (None if there is none, e.g. no backend
+    /// that needs polling has been used yet).
+    pub fn poll_thread_cpu(&self) -> Option<Duration> {
+        self.inner.poller.thread_cpu()
+    }
+
     /// Operations in flight now.
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight.load(Ordering::Acquire)
@@ -405,7 +411,7 @@ impl Inner {
         }
         let r = backend.submit(job);
         if r.is_err() && polled {
-            self.poller.done();
+            self.poller.done(None);
         }
         r
     }
@@ -460,7 +466,9 @@ impl CompletionSink for Slot {
             return;
         };
         if self.polled.swap(false, Ordering::Relaxed) {
-            engine.poller.done();
+            engine
+                .poller
+                .done(result.is_ok().then(|| self.started.elapsed()));
         }
         match result {
             Ok(raw) => {

@@ -265,3 +265,14 @@ fn fxhash(b: &[u8]) -> u64 {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_envoy-qat"))
 }
+
+/// The `r` of a DER ECDSA signature (SEQUENCE { INTEGER r, INTEGER s }), as encoded.
+pub fn ecdsa_r(der: &[u8]) -> Vec<u8> {
+    let body = if der[1] & 0x80 != 0 {
+        &der[3..]
+    } else {
+        &der[2..]
+    };
+    assert_eq!(body[0], 0x02, "DER INTEGER r expected");
+    body[2..2 + body[1] as usize].to_vec()
+}

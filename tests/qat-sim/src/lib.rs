@@ -8,8 +8,10 @@
 //!
 //! What it does, like a device:
 //! - real arithmetic: RSA (key representation type 1 `n, d` and type 2 CRT `p, q, dP,
-//!   dQ, qInv`) with num-bigint, ECDSA P-256/P-384 `r, s` for a caller-supplied nonce `k`
-//!   with the p256/p384 crates (curve parameters passed in are checked);
+//!   dQ, qInv`) and ECDSA P-256/P-384 `r, s` for a caller-supplied nonce `k` (curve
+//!   parameters passed in are checked), with the system's libcrypto.so.3 so that it is
+//!   fast enough for benchmarks to measure the caller (see [`ossl`]), else (or with
+//!   `QAT_SIM_ARITH=bigint`) with num-bigint and the p256/p384 crates;
 //! - work runs on its own worker thread(s); a request completes (output written,
 //!   callback called) ONLY inside `icp_sal_CyPollInstance`, and not before its simulated
 //!   device latency has passed;
@@ -43,6 +45,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use num_bigint::BigUint;
+
+mod ossl;
 
 #[allow(
     non_snake_case,
@@ -199,6 +203,15 @@ static STARTS: AtomicU64 = AtomicU64::new(0);
 static STOPS: AtomicU64 = AtomicU64::new(0);
 static POLLS: AtomicU64 = AtomicU64::new(0);
 static INVALID_PARAMS: AtomicU64 = AtomicU64::new(0);
+/// Operations computed with libcrypto (the fast path) and with num-bigint / p256 / p384.
+static ARITH_OSSL: AtomicU64 = AtomicU64::new(0);
+static ARITH_BIGINT: AtomicU64 = AtomicU64::new(0);
+/// Sum over delivered responses of the simulated device time: from submit until the
+/// response was ready (its latency had passed and its arithmetic was done), in ns.
+static DEVICE_NS: AtomicU64 = AtomicU64::new(0);
+/// Sum over delivered responses of the time a ready response waited for the next
+/// `icp_sal_CyPollInstance`, in ns: the latency the caller's polling added.
+static POLL_WAIT_NS: AtomicU64 = AtomicU64::new(0);
 static RSA_REP1: AtomicU64 = AtomicU64::new(0);
 static RSA_REP2: AtomicU64 = AtomicU64::new(0);
 static MEM_ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -351,6 +364,7 @@ struct Request {
     callback: Callback,
     tag: usize,
     opdata: usize,
+    submitted: Instant,
     ready_at: Instant,
     cb_fail: bool,
     work: Work,
@@ -361,6 +375,9 @@ struct Response {
     callback: Callback,
     tag: usize,
     opdata: usize,
+    submitted: Instant,
+    /// When the device could first have answered: the latency has passed and the
+    /// arithmetic is done.
     ready_at: Instant,
     result: Result<Output, CpaStatus>,
 }
@@ -517,7 +534,8 @@ fn worker(sim: Arc<Sim>, rx: Arc<Mutex<mpsc::Receiver<Request>>>) {
             callback: req.callback,
             tag: req.tag,
             opdata: req.opdata,
-            ready_at: req.ready_at,
+            submitted: req.submitted,
+            ready_at: req.ready_at.max(Instant::now()),
             result,
         };
         let mut st = lock(&sim.instances[req.inst].state);
@@ -541,8 +559,33 @@ fn fixed(v: &BigUint, len: usize) -> Vec<u8> {
 
 fn rsa(w: &RsaWork) -> Result<Vec<u8>, CpaStatus> {
     match w {
+        RsaWork::Rep1 { .. } => RSA_REP1.fetch_add(1, Ordering::Relaxed),
+        RsaWork::Rep2 { .. } => RSA_REP2.fetch_add(1, Ordering::Relaxed),
+    };
+    let Some(o) = ossl::get() else {
+        ARITH_BIGINT.fetch_add(1, Ordering::Relaxed);
+        return rsa_bigint(w);
+    };
+    ARITH_OSSL.fetch_add(1, Ordering::Relaxed);
+    match w {
+        RsaWork::Rep1 { n, d, c } => o.rsa_rep1(n, d, c),
+        RsaWork::Rep2 {
+            p,
+            q,
+            dp,
+            dq,
+            qinv,
+            c,
+        } => o.rsa_rep2(p, q, dp, dq, qinv, c, c.len()),
+    }
+    .map_err(|_| FAIL)
+}
+
+/// RSA with num-bigint: the portable path, and the reference the fast path is tested
+/// against.
+fn rsa_bigint(w: &RsaWork) -> Result<Vec<u8>, CpaStatus> {
+    match w {
         RsaWork::Rep1 { n, d, c } => {
-            RSA_REP1.fetch_add(1, Ordering::Relaxed);
             let (nn, cc) = (big(n), big(c));
             if cc >= nn {
                 return Err(FAIL);
@@ -557,7 +600,6 @@ fn rsa(w: &RsaWork) -> Result<Vec<u8>, CpaStatus> {
             qinv,
             c,
         } => {
-            RSA_REP2.fetch_add(1, Ordering::Relaxed);
             let (p, q, cc) = (big(p), big(q), big(c));
             let n = &p * &q;
             if cc >= n {
@@ -692,9 +734,30 @@ fn ecdsa(w: &EcdsaWork) -> Result<(Vec<u8>, Vec<u8>), CpaStatus> {
     if k == zero || &k >= n || d == zero || &d >= n {
         return Err(INVALID);
     }
+    let Some(o) = ossl::get() else {
+        ARITH_BIGINT.fetch_add(1, Ordering::Relaxed);
+        return ecdsa_bigint(w, n, &k, &m, &d);
+    };
+    ARITH_OSSL.fetch_add(1, Ordering::Relaxed);
+    let (p384, len) = match w.curve {
+        Curve::P256 => (false, 32),
+        Curve::P384 => (true, 48),
+    };
+    o.ecdsa(p384, &fixed(n, len), &w.k, &w.m, &w.d)
+        .map_err(|_| FAIL)
+}
+
+/// ECDSA with the p256/p384 crates: the portable path and the fast path's reference.
+fn ecdsa_bigint(
+    w: &EcdsaWork,
+    n: &BigUint,
+    k: &BigUint,
+    m: &BigUint,
+    d: &BigUint,
+) -> Result<(Vec<u8>, Vec<u8>), CpaStatus> {
     match w.curve {
-        Curve::P256 => sign_rs!(p256, n, 32, &k, &m, &d),
-        Curve::P384 => sign_rs!(p384, n, 48, &k, &m, &d),
+        Curve::P256 => sign_rs!(p256, n, 32, k, m, d),
+        Curve::P384 => sign_rs!(p384, n, 48, k, m, d),
     }
 }
 
@@ -1014,6 +1077,7 @@ pub unsafe extern "C" fn cpaCyRsaDecrypt(
         },
         tag: tag as usize,
         opdata: op as usize,
+        submitted: Instant::now(),
         ready_at,
         cb_fail,
         work: Work::Rsa(work),
@@ -1078,6 +1142,7 @@ pub unsafe extern "C" fn cpaCyEcdsaSignRS(
         },
         tag: tag as usize,
         opdata: op as usize,
+        submitted: Instant::now(),
         ready_at,
         cb_fail,
         work: Work::Ecdsa(work),
@@ -1141,6 +1206,15 @@ pub extern "C" fn icp_sal_CyPollInstance(handle: CpaInstanceHandle, quota: Cpa32
     let n = ready.len();
     for r in ready {
         COMPLETIONS.fetch_add(1, Ordering::Relaxed);
+        let ready_at = r.ready_at.min(now);
+        DEVICE_NS.fetch_add(
+            ready_at.saturating_duration_since(r.submitted).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+        POLL_WAIT_NS.fetch_add(
+            now.saturating_duration_since(ready_at).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
         let status = if r.result.is_ok() { SUCCESS } else { FAIL };
         match (r.callback, r.result) {
             (Callback::Rsa { cb, out }, res) => {
@@ -1252,6 +1326,10 @@ pub unsafe extern "C" fn qat_sim_counter(name: *const c_char) -> u64 {
         "invalid_params" => c(&INVALID_PARAMS),
         "rsa_rep1" => c(&RSA_REP1),
         "rsa_rep2" => c(&RSA_REP2),
+        "arith_ossl" => c(&ARITH_OSSL),
+        "arith_bigint" => c(&ARITH_BIGINT),
+        "device_ns" => c(&DEVICE_NS),
+        "poll_wait_ns" => c(&POLL_WAIT_NS),
         "mem_allocs" => c(&MEM_ALLOCS),
         "mem_frees" => c(&MEM_FREES),
         "mem_bad_frees" => c(&MEM_BAD_FREES),
@@ -1298,5 +1376,117 @@ mod signature_checks {
         same(&l.qaeMemAllocNUMA, super::qaeMemAllocNUMA);
         same(&l.qaeMemFreeNUMA, super::qaeMemFreeNUMA);
         same(&l.qaeVirtToPhysNUMA, super::qaeVirtToPhysNUMA);
+    }
+}
+
+/// The fast (libcrypto) arithmetic against the portable reference path.
+#[cfg(test)]
+mod arithmetic_paths {
+    use super::*;
+
+    /// splitmix64 bytes: a reproducible input stream.
+    fn bytes(seed: &mut u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = *seed;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                (z ^ (z >> 31)) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn libcrypto_loads_here() {
+        assert!(
+            ossl::get().is_some(),
+            "libcrypto.so.3 (Debian package libssl3) did not load: the simulator would fall back to its slow path"
+        );
+    }
+
+    #[test]
+    fn rsa_fast_path_matches_reference() {
+        let o = ossl::get().expect("libcrypto.so.3");
+        // Two Mersenne primes make a valid (if unusual) RSA modulus, no prime search needed.
+        let one = BigUint::from(1u8);
+        let p = (&one << 607usize) - &one;
+        let q = (&one << 521usize) - &one;
+        let n = &p * &q;
+        let e = BigUint::from(65537u32);
+        let phi = (&p - &one) * (&q - &one);
+        let d = e.modinv(&phi).expect("e invertible");
+        let dp = &d % (&p - &one);
+        let dq = &d % (&q - &one);
+        let qinv = q.modinv(&p).expect("q invertible mod p");
+        let nlen = n.to_bytes_be().len();
+        let mut seed = 7;
+        for _ in 0..50 {
+            let c = big(&bytes(&mut seed, nlen)) % &n;
+            let cb = fixed(&c, nlen);
+            let w2 = RsaWork::Rep2 {
+                p: p.to_bytes_be(),
+                q: q.to_bytes_be(),
+                dp: dp.to_bytes_be(),
+                dq: dq.to_bytes_be(),
+                qinv: qinv.to_bytes_be(),
+                c: cb.clone(),
+            };
+            let reference = rsa_bigint(&w2).expect("reference");
+            let RsaWork::Rep2 {
+                p: pp,
+                q: qq,
+                dp: dpp,
+                dq: dqq,
+                qinv: qi,
+                c: cc,
+            } = &w2
+            else {
+                unreachable!()
+            };
+            let fast = o.rsa_rep2(pp, qq, dpp, dqq, qi, cc, nlen).expect("fast");
+            assert_eq!(fast, reference);
+            let fast1 = o
+                .rsa_rep1(&n.to_bytes_be(), &d.to_bytes_be(), &cb)
+                .expect("fast rep1");
+            assert_eq!(fast1, reference);
+            // And it really is the inverse of the public operation.
+            assert_eq!(big(&fast).modpow(&e, &n), c);
+        }
+        // c >= n is refused.
+        assert!(o
+            .rsa_rep1(&n.to_bytes_be(), &d.to_bytes_be(), &n.to_bytes_be())
+            .is_err());
+    }
+
+    #[test]
+    fn ecdsa_fast_path_matches_reference() {
+        let o = ossl::get().expect("libcrypto.so.3");
+        let mut seed = 11;
+        for (curve, len, n) in [
+            (Curve::P256, 32, &consts().p256_n),
+            (Curve::P384, 48, &consts().p384_n),
+        ] {
+            for i in 0..50 {
+                let scalar = |seed: &mut u64| fixed(&(big(&bytes(seed, len)) % n), len);
+                let w = EcdsaWork {
+                    curve,
+                    k: scalar(&mut seed),
+                    // Digests longer than the order and all-ones exercise the reduction.
+                    m: if i % 5 == 0 {
+                        vec![0xff; len]
+                    } else {
+                        bytes(&mut seed, len)
+                    },
+                    d: scalar(&mut seed),
+                };
+                let (k, m, d) = (big(&w.k), big(&w.m), big(&w.d));
+                let reference = ecdsa_bigint(&w, n, &k, &m, &d).expect("reference");
+                let fast = o
+                    .ecdsa(curve == Curve::P384, &fixed(n, len), &w.k, &w.m, &w.d)
+                    .expect("fast");
+                assert_eq!(fast, reference);
+            }
+        }
     }
 }
