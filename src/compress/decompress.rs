@@ -273,6 +273,17 @@ impl Decompressor {
                     input = &input[used..];
                 }
                 Stage::Body => {
+                    if !self.pending.is_empty() {
+                        // Deflate bytes buffered while Auto told the formats apart.
+                        let carried = std::mem::take(&mut self.pending);
+                        let used = self.body(&carried, out)?;
+                        if used < carried.len() {
+                            return Err(DecompressError::TrailingGarbage {
+                                offset: self.total_in,
+                            });
+                        }
+                        continue;
+                    }
                     if input.is_empty() {
                         return Ok(());
                     }
@@ -336,9 +347,15 @@ impl Decompressor {
             }
             Some(hlen) => {
                 // hlen counts pending bytes; those beyond the header go back to input.
-                let used = hlen - start_pending;
+                // Raw deflate found by Auto has no header (hlen 0) while the byte buffered
+                // to tell the formats apart is already deflate data: it stays in `pending`
+                // for the body (uncounted again, the body counts it), and no input is used.
+                let carried = start_pending.saturating_sub(hlen);
+                let used = hlen.saturating_sub(start_pending);
                 self.total_in += used as u64;
-                self.pending.clear();
+                self.total_in -= carried as u64;
+                self.pending.drain(..hlen.min(start_pending));
+                self.pending.truncate(carried);
                 self.inflate.reset(false);
                 self.crc = 0;
                 self.adler = 1;
