@@ -93,8 +93,8 @@ struct BackendArgs {
     /// Longest poll interval while operations are in flight, in milliseconds.
     #[arg(long, default_value_t = 5.0)]
     poll_delay_ms: f64,
-    /// Poll policy for polled backends: adaptive (learns the device latency), backoff
-    /// (spin, then exponential back-off to the poll delay) or fixed (upstream's fixed sleep).
+    /// Poll policy for polled backends: adaptive (spin briefly after activity, then
+    /// exponential back-off up to the poll delay) or fixed (upstream's fixed sleep).
     #[arg(long, default_value = "adaptive")]
     poll_policy: String,
     /// Path of libqat.so.4 (or of a library exporting its API, such as the test
@@ -204,11 +204,10 @@ fn make_engine(a: &BackendArgs) -> Result<Engine, (u8, String)> {
     let poll_policy = match a.poll_policy.as_str() {
         "adaptive" => PollPolicy::Adaptive,
         "fixed" => PollPolicy::Fixed,
-        "backoff" => PollPolicy::Backoff,
         other => {
             return Err((
                 2,
-                format!("--poll-policy {other}: expected adaptive, backoff or fixed"),
+                format!("--poll-policy {other}: expected adaptive or fixed"),
             ))
         }
     };

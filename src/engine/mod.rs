@@ -420,7 +420,7 @@ impl Inner {
         }
         let r = backend.submit(job);
         if r.is_err() && polled {
-            self.poller.done(None);
+            self.poller.done();
         }
         r
     }
@@ -475,9 +475,7 @@ impl CompletionSink for Slot {
             return;
         };
         if self.polled.swap(false, Ordering::Relaxed) {
-            engine
-                .poller
-                .done(result.is_ok().then(|| self.started.elapsed()));
+            engine.poller.done();
         }
         match result {
             Ok(raw) => {

@@ -3,20 +3,20 @@
 //! It parks on a condition variable while nothing polled is in flight, so an idle
 //! engine costs no CPU. While operations are in flight it polls, and between empty polls
 //! it waits according to the [`PollPolicy`]:
-//! - `Adaptive` (default): learns the device's latency (a moving average of submit to
-//!   completion). With one operation in flight it sleeps until about 3/4 of that latency
-//!   has passed since the submission instead of polling for nothing; otherwise, right
-//!   after work arrives or completes, it polls tightly (yielding the CPU between polls)
-//!   for a short spin window, then sleeps with an exponentially growing interval capped
-//!   at a quarter of the learned latency (and at `poll_delay`), so a ready response
-//!   waits at most about a quarter of a device latency for its poll.
-//! - `Backoff`: the spin window and exponential back-off up to `poll_delay`, without
-//!   the learned latency (kept to compare against).
+//! - `Adaptive` (default): right after work arrives or completes it polls tightly
+//!   (yielding the CPU between polls) for a short spin window, then sleeps with an
+//!   exponentially growing interval capped at `poll_delay`.
 //! - `Fixed`: sleeps `poll_delay` between polls, as upstream Envoy's QAT provider does.
+//!
+//! A policy that learned the device latency (first poll of a lone operation at 3/4 of a
+//! moving average of submit-to-completion, back-off capped at a quarter of it) was
+//! measured against these on qat-sim and dropped: on a virtual machine a sleep overshoots
+//! by tens of microseconds, the overshoot feeds the learned latency, and a lone
+//! operation's added latency grew tenfold (see README's figures).
 //!
 //! The thread asks for 1 µs of timer slack so that short sleeps are short.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -25,13 +25,9 @@ use super::Inner;
 /// How the poll thread waits between polls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum PollPolicy {
-    /// Latency-aware: a predicted first poll for a lone operation, tight polling right
-    /// after activity, then exponential back-off up to a quarter of the learned device
-    /// latency (at most `poll_delay`).
+    /// Tight polling right after activity, then exponential back-off up to `poll_delay`.
     #[default]
     Adaptive,
-    /// Tight polling right after activity, then exponential back-off up to `poll_delay`.
-    Backoff,
     /// A fixed sleep of `poll_delay` between polls (upstream's behaviour).
     Fixed,
 }
@@ -49,13 +45,6 @@ type Park = Arc<(Mutex<()>, Condvar)>;
 
 pub(super) struct Poller {
     active: AtomicUsize,
-    /// When the poller was made; the reference for `last_submit_ns`.
-    epoch: Instant,
-    /// Nanoseconds after `epoch` of the latest polled submission.
-    last_submit_ns: AtomicU64,
-    /// Moving average (1/8 weight) of polled operations' submit-to-completion time in
-    /// ns; 0 until the first one completes.
-    latency_ns: AtomicU64,
     stop: AtomicBool,
     park: Park,
     poll_delay: Duration,
@@ -67,9 +56,6 @@ impl Poller {
     pub(super) fn new(poll_delay: Duration, policy: PollPolicy) -> Self {
         Poller {
             active: AtomicUsize::new(0),
-            epoch: Instant::now(),
-            last_submit_ns: AtomicU64::new(0),
-            latency_ns: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             park: Arc::new((Mutex::new(()), Condvar::new())),
             poll_delay: poll_delay.max(Duration::from_micros(1)),
@@ -80,39 +66,15 @@ impl Poller {
 
     /// One more polled operation in flight; wakes the thread on 0 -> 1.
     pub(super) fn add(&self) {
-        self.last_submit_ns
-            .store(self.epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
         if self.active.fetch_add(1, Ordering::AcqRel) == 0 {
             let _g = self.park.0.lock().unwrap_or_else(|e| e.into_inner());
             self.park.1.notify_one();
         }
     }
 
-    /// One polled operation finished; `latency` is its submit-to-completion time when it
-    /// completed on the device (None when it never reached it or failed).
-    pub(super) fn done(&self, latency: Option<Duration>) {
-        if let Some(l) = latency {
-            let l = l.as_nanos().min(u128::from(u64::MAX)) as u64;
-            let old = self.latency_ns.load(Ordering::Relaxed);
-            // A lost update between two completing threads only skips one sample.
-            let new = if old == 0 { l } else { old - old / 8 + l / 8 };
-            self.latency_ns.store(new.max(1), Ordering::Relaxed);
-        }
+    /// One polled operation finished.
+    pub(super) fn done(&self) {
         self.active.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// The learned device latency, if any operation has completed yet.
-    fn latency(&self) -> Option<Duration> {
-        match self.latency_ns.load(Ordering::Relaxed) {
-            0 => None,
-            ns => Some(Duration::from_nanos(ns)),
-        }
-    }
-
-    /// Time since the latest polled submission.
-    fn since_last_submit(&self) -> Duration {
-        let now = self.epoch.elapsed().as_nanos() as u64;
-        Duration::from_nanos(now.saturating_sub(self.last_submit_ns.load(Ordering::Relaxed)))
     }
 
     /// CPU time the poll thread has used so far (None before it starts or after it
@@ -215,13 +177,10 @@ fn run(weak: Weak<Inner>) {
         }
         let delay = p.poll_delay;
         let policy = p.policy;
-        let learned = p.latency();
-        let lone = p.active.load(Ordering::Acquire) == 1;
-        let since_submit = p.since_last_submit();
         drop(inner);
         match policy {
             PollPolicy::Fixed => std::thread::sleep(delay),
-            PollPolicy::Backoff => {
+            PollPolicy::Adaptive => {
                 if last_activity.elapsed() < SPIN_WINDOW {
                     std::thread::yield_now();
                 } else {
@@ -229,46 +188,6 @@ fn run(weak: Weak<Inner>) {
                     sleep = (sleep * 2).min(delay);
                 }
             }
-            PollPolicy::Adaptive => {
-                let cap = learned.map_or(delay, |l| (l / 4).clamp(FIRST_SLEEP, delay));
-                let expected = learned.map(|l| l * 3 / 4);
-                match expected {
-                    // A lone operation that cannot be ready yet: sleep until it may be.
-                    Some(e) if lone && since_submit + FIRST_SLEEP < e => {
-                        std::thread::sleep((e - since_submit).min(delay));
-                        last_activity = Instant::now();
-                        sleep = FIRST_SLEEP;
-                    }
-                    _ if last_activity.elapsed() < SPIN_WINDOW.min(cap) => std::thread::yield_now(),
-                    _ => {
-                        std::thread::sleep(sleep);
-                        sleep = (sleep * 2).min(cap);
-                    }
-                }
-            }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn learned_latency_is_a_moving_average_of_device_completions() {
-        let p = Poller::new(Duration::from_millis(2), PollPolicy::Adaptive);
-        assert_eq!(p.latency(), None, "nothing learned before a completion");
-        for _ in 0..3 {
-            p.add();
-        }
-        p.done(Some(Duration::from_micros(100)));
-        assert_eq!(p.latency(), Some(Duration::from_micros(100)));
-        p.done(Some(Duration::from_micros(200)));
-        assert_eq!(p.latency(), Some(Duration::from_nanos(112_500)));
-        // Refused or failed operations teach nothing, but leave the in-flight count right.
-        p.done(None);
-        assert_eq!(p.latency(), Some(Duration::from_nanos(112_500)));
-        assert_eq!(p.active.load(Ordering::Acquire), 0);
-        assert!(p.since_last_submit() < Duration::from_secs(60));
     }
 }
