@@ -154,6 +154,11 @@ pub struct BenchCompressArgs {
     /// Deflate memory level for the software backend.
     #[arg(long, default_value_t = 8)]
     pub memory_level: u32,
+    /// Interleaved rounds of level 6 against `gzip -6` (one of each per round, the ratio
+    /// taken within the round); 0 skips them. Best-of-N figures measured minutes apart
+    /// drift with the machine's load; ratios within a round do much less.
+    #[arg(long, default_value_t = 7)]
+    pub rounds: usize,
 }
 
 impl CompressArgs {
@@ -781,6 +786,44 @@ fn external_once(cmd: &str, args: &[&str], file: &Path) -> Result<(Timing, usize
     Ok((Timing { wall, cpu }, n))
 }
 
+/// `rounds` rounds of one `gzip -6` run and one run of `f`, each round's ratios
+/// (ours over gzip, in MB per CPU-second and MB per wall-clock second), sorted.
+fn interleaved_ratios(
+    f: &CompressorFactory,
+    data: &[u8],
+    file: &Path,
+    rounds: usize,
+) -> Result<(Vec<f64>, Vec<f64>), String> {
+    let (mut cpu, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (g, _) = external_once("gzip", &["-6", "-c"], file)?;
+        let (o, _) = time_once(f, data)?;
+        cpu.push(g.cpu / o.cpu.max(1e-9));
+        wall.push(g.wall / o.wall.max(1e-9));
+    }
+    cpu.sort_by(f64::total_cmp);
+    wall.sort_by(f64::total_cmp);
+    Ok((cpu, wall))
+}
+
+/// The median of sorted, non-empty `v`.
+fn median(v: &[f64]) -> f64 {
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn fmt_ratio(r: f64) -> String {
+    format!("{r:.2}x")
+}
+
+fn fmt_range(v: &[f64]) -> String {
+    format!("{:.2}-{:.2}x", v[0], v[v.len() - 1])
+}
+
 /// Run `envoy-qat bench-compress`.
 pub fn run_bench(a: BenchCompressArgs) -> CliResult {
     let data = load_corpus(&a)?;
@@ -907,6 +950,26 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
         );
     }
     println!("(speed: wall-clock MB/s ratio; cpu: MB per CPU-second ratio, steadier on a shared machine; pigz on all cores uses several CPU-seconds per second)");
+    if gzip6.is_some() && a.levels.contains(&6) && a.rounds > 0 {
+        let cfg = CompressorConfig {
+            compression_level: 6,
+            window_bits: a.window_bits,
+            memory_level: a.memory_level,
+            backend: CompressBackend::Software,
+            ..CompressorConfig::default()
+        };
+        let f = CompressorFactory::new(cfg).map_err(|e| (EXIT_USAGE, e.to_string()))?;
+        let (cpu, wall) =
+            interleaved_ratios(&f, &data, &file, a.rounds).map_err(|e| (EXIT_FAILED, e))?;
+        println!(
+            "level 6 vs gzip -6, {} interleaved rounds: cpu ratio median {} (range {}), wall-clock ratio median {} (range {})",
+            a.rounds,
+            fmt_ratio(median(&cpu)),
+            fmt_range(&cpu),
+            fmt_ratio(median(&wall)),
+            fmt_range(&wall)
+        );
+    }
 
     // Flush-heavy stream: small writes, a Flush after each.
     let fw = a.flush_write.max(1);
