@@ -2,7 +2,8 @@
 # Benchmark for the QAT backend's figures: the same `envoy-qat bench` run on the software
 # backend and on the QAT backend over tests/qat-sim (simulated device latency
 # QAT_SIM_LATENCY_US, default 50 us), with our adaptive poller and with upstream's fixed
-# poll_delay sleep, at 1, 16 and 256 operations in flight.
+# poll_delay sleep, at 1, 4, 8, 16 and 256 operations in flight (the adaptive poller spins
+# below 8 in flight and batches from 8).
 # Each point prints ops/s and p50/p99, the poll thread's CPU (share of a core, per op), and
 # from the simulator's own counters the mean device time and the latency the engine added
 # over it; the c=1 points also measure the idle poll thread afterwards.
@@ -20,7 +21,7 @@ sim="$repo/target/release/libqat_sim.so"
 export QAT_SIM_LATENCY_US=${QAT_SIM_LATENCY_US:-50} QAT_SIM_RING=512 QAT_SIM_INSTANCES=2 QAT_SIM_WORKERS=1
 common=(--seconds "$secs" --no-openssl --no-overhead --key-types "${KEY_TYPES:-p256,rsa2048}")
 echo "# qat-sim device latency ${QAT_SIM_LATENCY_US} us, $(nproc) cores"
-for c in 1 16 256; do
+for c in 1 4 8 16 256; do
   idle=()
   [[ $c == 1 ]] && idle=(--idle-seconds 2)
   "$bin" bench --backend soft --threads 1 --concurrency "$c" "${common[@]}" | grep -v '^envoy-qat bench'

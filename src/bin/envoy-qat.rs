@@ -93,8 +93,9 @@ struct BackendArgs {
     /// Longest poll interval while operations are in flight, in milliseconds.
     #[arg(long, default_value_t = 5.0)]
     poll_delay_ms: f64,
-    /// Poll policy for polled backends: adaptive (spin briefly after activity, then
-    /// exponential back-off up to the poll delay) or fixed (upstream's fixed sleep).
+    /// Poll policy for polled backends: adaptive (below 8 in flight, spin briefly after
+    /// activity, then exponential back-off up to the poll delay; from 8, sleep a quarter
+    /// of the average latency between polls) or fixed (upstream's fixed sleep).
     #[arg(long, default_value = "adaptive")]
     poll_policy: String,
     /// Path of libqat.so.4 (or of a library exporting its API, such as the test

@@ -475,7 +475,7 @@ impl CompletionSink for Slot {
             return;
         };
         if self.polled.swap(false, Ordering::Relaxed) {
-            engine.poller.done();
+            engine.poller.completed(self.started.elapsed());
         }
         match result {
             Ok(raw) => {
