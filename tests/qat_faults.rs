@@ -251,46 +251,9 @@ fn soak_no_pinned_memory_leak_with_cancels() {
     let frees = sim().counter("mem_frees");
     let qat: Arc<QatBackend> = backend("instances=2,ring=128,workers=1,cb_fail=0.001,seed=3");
     let engine = engine(&qat, true);
-    let op = Operation::Sign(EC);
-    let mut pending: Vec<(usize, Pending)> = Vec::new();
-    let (mut ok, mut cancelled, mut i) = (0usize, 0usize, 0usize);
-    while i < n || !pending.is_empty() {
-        while i < n && pending.len() < 64 {
-            match engine.submit(&ec, op, b"soak") {
-                Ok(p) => {
-                    if i % 10 == 9 {
-                        drop(p); // one in ten cancelled
-                        cancelled += 1;
-                    } else {
-                        pending.push((i, p));
-                    }
-                    i += 1;
-                }
-                Err(EngineError::Backend {
-                    error: OpError::Busy(_),
-                    ..
-                }) => break,
-                Err(e) => panic!("op {i}: {e}"),
-            }
-        }
-        let before = pending.len();
-        pending.retain_mut(|(_, p)| match p.try_complete() {
-            Completion::NotReady => true,
-            Completion::Ready(_) => {
-                ok += 1;
-                false
-            }
-            Completion::Failed(e) => panic!("with fallback nothing fails: {e}"),
-        });
-        if pending.len() == before {
-            std::thread::sleep(Duration::from_micros(50));
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while engine.in_flight() > 0 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // One in ten cancelled, half at submit and half after some completions went by.
+    let (ok, cancelled) = run_with_cancels(&engine, &ec, None, n, 64, 10);
+    wait_idle(&engine);
     assert_eq!(ok + cancelled, n);
     let s = engine.stats();
     assert_eq!(s.completed as usize + s.cancelled as usize, n);

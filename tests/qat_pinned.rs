@@ -8,56 +8,18 @@
 #[path = "qat-sim/testutil.rs"]
 mod testutil;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use envoy_qat::backend::OpError;
-use envoy_qat::engine::{Completion, Engine, EngineError, Pending};
-use envoy_qat::key::PrivateKey;
+use std::ffi::OsStr;
+use std::process::Command;
+
+use common::serve::Serve;
+use envoy_qat::engine::{Completion, EngineError};
 use envoy_qat::scheme::{Operation, SignatureScheme};
 use testutil::*;
 
 const EC: Operation = Operation::Sign(SignatureScheme::EcdsaSecp256r1Sha256);
 const RSA: Operation = Operation::Sign(SignatureScheme::RsaPssRsaeSha256);
-
-/// The simulator's pinned-memory counters relative to `base`.
-struct SimMem {
-    outstanding: u64,
-    allocs: u64,
-    frees: u64,
-}
-
-impl SimMem {
-    fn now() -> Self {
-        SimMem {
-            outstanding: sim().counter("mem_outstanding"),
-            allocs: sim().counter("mem_allocs"),
-            frees: sim().counter("mem_frees"),
-        }
-    }
-    fn since(base: &SimMem) -> Self {
-        let n = SimMem::now();
-        SimMem {
-            outstanding: n.outstanding - base.outstanding,
-            allocs: n.allocs - base.allocs,
-            frees: n.frees - base.frees,
-        }
-    }
-}
-
-fn wait_idle(engine: &Engine) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while engine.in_flight() > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "operations never ended: {}",
-            engine.stats()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
 
 /// Operations the device holds (a long simulated latency) are counted exactly as the
 /// simulator counts them, cancelling them does not free device memory early, and shutdown
@@ -116,66 +78,6 @@ fn held_blocks_match_the_simulator_and_shutdown_reclaims_them() {
     drop(qat);
 }
 
-/// Run `n` operations (RSA and ECDSA) at most `depth` in flight, cancelling one in
-/// `cancel_every` (half of them at once, half after a few completions went by). Returns
-/// (results taken, operations dropped without taking their result).
-fn run_with_cancels(
-    engine: &Engine,
-    ec: &Arc<PrivateKey>,
-    rsa: &Arc<PrivateKey>,
-    n: usize,
-    depth: usize,
-    cancel_every: usize,
-) -> (usize, usize) {
-    let mut pending: Vec<(usize, Pending)> = Vec::new();
-    let mut parked: Vec<Pending> = Vec::new();
-    let (mut ok, mut cancelled, mut i) = (0, 0, 0);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while i < n || !pending.is_empty() {
-        assert!(Instant::now() < deadline, "run did not finish");
-        while i < n && pending.len() < depth {
-            let (key, op) = if i % 5 == 0 { (rsa, RSA) } else { (ec, EC) };
-            match engine.submit(key, op, format!("op {i}").as_bytes()) {
-                Ok(p) if i % cancel_every == cancel_every - 1 => {
-                    cancelled += 1;
-                    if i % 2 == 0 {
-                        drop(p);
-                    } else {
-                        parked.push(p);
-                    }
-                    i += 1;
-                }
-                Ok(p) => {
-                    pending.push((i, p));
-                    i += 1;
-                }
-                Err(EngineError::Backend {
-                    error: OpError::Busy(_),
-                    ..
-                }) => break,
-                Err(e) => panic!("op {i}: {e}"),
-            }
-        }
-        let before = pending.len();
-        pending.retain_mut(|(i, p)| match p.try_complete() {
-            Completion::NotReady => true,
-            Completion::Ready(_) => {
-                ok += 1;
-                false
-            }
-            Completion::Failed(e) => panic!("op {i}: with fallback nothing fails: {e}"),
-        });
-        if pending.len() < before && parked.len() > 8 {
-            parked.clear(); // late cancels: some of these are in the device right now
-        }
-        if pending.len() == before {
-            std::thread::sleep(Duration::from_micros(100));
-        }
-    }
-    drop(parked);
-    (ok, cancelled)
-}
-
 /// After thousands of operations with every kind of fault and cancels, the backend's
 /// pinned counters are back to zero before shutdown, and agree with the simulator's.
 #[test]
@@ -194,7 +96,7 @@ fn pinned_memory_returns_to_zero_after_faults_and_cancels() {
          slow_us=3000,restart_every_ms=150,restart_ms=15,latency_us=200",
     );
     let engine = engine(&qat, true);
-    let (ok, cancelled) = run_with_cancels(&engine, &ec, &rsa, n, 48, 7);
+    let (ok, cancelled) = run_with_cancels(&engine, &ec, Some(&rsa), n, 48, 7);
     wait_idle(&engine);
     assert_eq!(ok + cancelled, n);
 
@@ -267,35 +169,17 @@ fn field(text: &str, line_prefix: &str, name: &str) -> u64 {
 /// memory included, in /stats and in its exit statistics.
 #[test]
 fn serve_on_qat_sim_prints_backend_and_pinned_counters() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_envoy-qat"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--key-type",
-            "p256",
-            "--backend",
-            "qat",
-            "--requests",
-            "4",
-        ])
-        .env("ENVOY_QAT_LIB", sim_path())
-        .env("QAT_SIM_INSTANCES", "2")
-        .env_remove("QAT_SIM_FAULTS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    assert!(first.contains("backend qat"), "{first}");
-    let port = first
-        .split("https://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no listening line: {first}"))
-        .to_string();
+    let sim_lib = sim_path();
+    let serve = Serve::start(
+        &["--key-type", "p256", "--backend", "qat", "--requests", "4"],
+        &[
+            ("ENVOY_QAT_LIB", sim_lib.as_os_str()),
+            ("QAT_SIM_INSTANCES", OsStr::new("2")),
+        ],
+        &["QAT_SIM_FAULTS"],
+    );
+    assert!(serve.first.contains("backend qat"), "{}", serve.first);
+    let port = serve.port.clone();
     let mut live = String::new();
     for _ in 0..3 {
         live = curl_stats(&port);
@@ -317,9 +201,7 @@ fn serve_on_qat_sim_prints_backend_and_pinned_counters() {
             &format!("https://127.0.0.1:{port}/"),
         ])
         .output();
-    let status = child.wait().unwrap();
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
+    let (status, rest) = serve.finish();
     assert!(status.success(), "{rest}");
     assert_eq!(field(&rest, "backend qat:", "pinned_allocs"), 4, "{rest}");
     assert_eq!(field(&rest, "backend qat:", "submitted"), 4, "{rest}");

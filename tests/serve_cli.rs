@@ -1,8 +1,11 @@
 //! `envoy-qat serve` as a user runs it: the built binary, real curl over HTTP/2 and
 //! HTTP/1.1 with gzip, exit after --requests with the provider's stats printed.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
+
+use common::serve::Serve;
 
 fn curl(port: &str, version: &str) -> (String, Vec<u8>) {
     let out = Command::new("curl")
@@ -33,11 +36,8 @@ fn curl(port: &str, version: &str) -> (String, Vec<u8>) {
 
 #[test]
 fn serve_answers_h2_and_http1_with_gzip_and_exits_after_requests() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_envoy-qat"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
+    let serve = Serve::start(
+        &[
             "--key-type",
             "p256",
             "--backend",
@@ -46,20 +46,11 @@ fn serve_answers_h2_and_http1_with_gzip_and_exits_after_requests() {
             "3000",
             "--requests",
             "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    out.read_line(&mut first).unwrap();
-    let port = first
-        .split("https://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or_else(|| panic!("no listening line: {first}"))
-        .to_string();
+        ],
+        &[],
+        &[],
+    );
+    let port = serve.port.clone();
 
     let (v2, body2) = curl(&port, "--http2");
     let (v1, body1) = curl(&port, "--http1.1");
@@ -68,9 +59,7 @@ fn serve_answers_h2_and_http1_with_gzip_and_exits_after_requests() {
     assert_eq!(body1, body2);
     assert!(body2.starts_with(b"envoy-qat serve: line 00000000"));
 
-    let status = child.wait().unwrap();
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).unwrap();
+    let (status, rest) = serve.finish();
     assert!(status.success(), "{rest}");
     assert!(rest.contains("stopped (--requests reached)"), "{rest}");
     assert!(rest.contains("gzip_responses=2"), "{rest}");

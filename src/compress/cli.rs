@@ -950,15 +950,16 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
         );
     }
     println!("(speed: wall-clock MB/s ratio; cpu: MB per CPU-second ratio, steadier on a shared machine; pigz on all cores uses several CPU-seconds per second)");
+    // Level 6 on the software backend: interleaved with gzip -6, then flush-heavy.
+    let cfg = CompressorConfig {
+        compression_level: 6,
+        window_bits: a.window_bits,
+        memory_level: a.memory_level,
+        backend: CompressBackend::Software,
+        ..CompressorConfig::default()
+    };
+    let f = CompressorFactory::new(cfg).map_err(|e| (EXIT_USAGE, e.to_string()))?;
     if gzip6.is_some() && a.levels.contains(&6) && a.rounds > 0 {
-        let cfg = CompressorConfig {
-            compression_level: 6,
-            window_bits: a.window_bits,
-            memory_level: a.memory_level,
-            backend: CompressBackend::Software,
-            ..CompressorConfig::default()
-        };
-        let f = CompressorFactory::new(cfg).map_err(|e| (EXIT_USAGE, e.to_string()))?;
         let (cpu, wall) =
             interleaved_ratios(&f, &data, &file, a.rounds).map_err(|e| (EXIT_FAILED, e))?;
         println!(
@@ -973,14 +974,6 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
 
     // Flush-heavy stream: small writes, a Flush after each.
     let fw = a.flush_write.max(1);
-    let cfg = CompressorConfig {
-        compression_level: 6,
-        window_bits: a.window_bits,
-        memory_level: a.memory_level,
-        backend: CompressBackend::Software,
-        ..CompressorConfig::default()
-    };
-    let f = CompressorFactory::new(cfg).map_err(|e| (EXIT_USAGE, e.to_string()))?;
     let sample = &data[..data.len().min(8 << 20)];
     let mut flush_secs = f64::MAX;
     let mut total = 0usize;

@@ -6,13 +6,14 @@ use std::ffi::{c_char, c_int, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use envoy_qat::backend::qat::{QatBackend, QatConfig};
 use envoy_qat::backend::soft::SoftBackend;
-use envoy_qat::backend::Backend;
-use envoy_qat::engine::{Engine, EngineConfig};
+use envoy_qat::backend::{Backend, OpError};
+use envoy_qat::engine::{Completion, Engine, EngineConfig, EngineError, Pending};
 use envoy_qat::key::PrivateKey;
-use envoy_qat::scheme::{HashAlg, Padding, SignatureScheme};
+use envoy_qat::scheme::{HashAlg, Operation, Padding, SignatureScheme};
 
 /// The simulator's state is per process: tests of one binary take turns.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -244,4 +245,107 @@ pub fn openssl_raw_decrypt(dir: &Path, key_pem: &Path, c: &[u8]) -> Vec<u8> {
         .arg(&inf));
     assert!(out.status.success(), "openssl decrypt: {out:?}");
     out.stdout
+}
+
+/// The simulator's pinned-memory counters relative to `base`.
+pub struct SimMem {
+    pub outstanding: u64,
+    pub allocs: u64,
+    pub frees: u64,
+}
+
+impl SimMem {
+    pub fn now() -> Self {
+        SimMem {
+            outstanding: sim().counter("mem_outstanding"),
+            allocs: sim().counter("mem_allocs"),
+            frees: sim().counter("mem_frees"),
+        }
+    }
+    pub fn since(base: &SimMem) -> Self {
+        let n = SimMem::now();
+        SimMem {
+            outstanding: n.outstanding - base.outstanding,
+            allocs: n.allocs - base.allocs,
+            frees: n.frees - base.frees,
+        }
+    }
+}
+
+/// Wait (up to 2 minutes) until `engine` has nothing in flight.
+pub fn wait_idle(engine: &Engine) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while engine.in_flight() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "operations never ended: {}",
+            engine.stats()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Run `n` operations (ECDSA, and one in five RSA if `rsa` is given) at most `depth` in flight, cancelling one in
+/// `cancel_every` (half of them at once, half after a few completions went by). Returns
+/// (results taken, operations dropped without taking their result).
+pub fn run_with_cancels(
+    engine: &Engine,
+    ec: &Arc<PrivateKey>,
+    rsa: Option<&Arc<PrivateKey>>,
+    n: usize,
+    depth: usize,
+    cancel_every: usize,
+) -> (usize, usize) {
+    const EC: Operation = Operation::Sign(SignatureScheme::EcdsaSecp256r1Sha256);
+    const RSA: Operation = Operation::Sign(SignatureScheme::RsaPssRsaeSha256);
+    let mut pending: Vec<(usize, Pending)> = Vec::new();
+    let mut parked: Vec<Pending> = Vec::new();
+    let (mut ok, mut cancelled, mut i) = (0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while i < n || !pending.is_empty() {
+        assert!(Instant::now() < deadline, "run did not finish");
+        while i < n && pending.len() < depth {
+            let (key, op) = match rsa {
+                Some(rsa) if i % 5 == 0 => (rsa, RSA),
+                _ => (ec, EC),
+            };
+            match engine.submit(key, op, format!("op {i}").as_bytes()) {
+                Ok(p) if i % cancel_every == cancel_every - 1 => {
+                    cancelled += 1;
+                    if i % 2 == 0 {
+                        drop(p);
+                    } else {
+                        parked.push(p);
+                    }
+                    i += 1;
+                }
+                Ok(p) => {
+                    pending.push((i, p));
+                    i += 1;
+                }
+                Err(EngineError::Backend {
+                    error: OpError::Busy(_),
+                    ..
+                }) => break,
+                Err(e) => panic!("op {i}: {e}"),
+            }
+        }
+        let before = pending.len();
+        pending.retain_mut(|(i, p)| match p.try_complete() {
+            Completion::NotReady => true,
+            Completion::Ready(_) => {
+                ok += 1;
+                false
+            }
+            Completion::Failed(e) => panic!("op {i}: with fallback nothing fails: {e}"),
+        });
+        if pending.len() < before && parked.len() > 8 {
+            parked.clear(); // late cancels: some of these are in the device right now
+        }
+        if pending.len() == before {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    drop(parked);
+    (ok, cancelled)
 }
