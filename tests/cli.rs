@@ -195,6 +195,21 @@ fn exit_codes_and_one_line_errors() {
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("/nonexistent/msg"), "{}", stderr(&o));
+    // An unknown poll policy: 2, names the flag, the value and the choices.
+    for cmd in [
+        &["serve", "--requests", "1"][..],
+        &["bench", "--seconds", "1"][..],
+    ] {
+        let mut args = cmd.to_vec();
+        args.extend(["--poll-policy", "spin"]);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--poll-policy spin: expected adaptive or fixed"),
+            "{cmd:?}: {}",
+            stderr(&o)
+        );
+    }
 }
 
 #[test]

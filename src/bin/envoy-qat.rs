@@ -202,16 +202,10 @@ fn main() -> ExitCode {
 type CmdResult = Result<(), (u8, String)>;
 
 fn make_engine(a: &BackendArgs) -> Result<Engine, (u8, String)> {
-    let poll_policy = match a.poll_policy.as_str() {
-        "adaptive" => PollPolicy::Adaptive,
-        "fixed" => PollPolicy::Fixed,
-        other => {
-            return Err((
-                2,
-                format!("--poll-policy {other}: expected adaptive or fixed"),
-            ))
-        }
-    };
+    let poll_policy: PollPolicy = a
+        .poll_policy
+        .parse()
+        .map_err(|e| (2, format!("--poll-policy {e}")))?;
     if !(a.poll_delay_ms.is_finite() && a.poll_delay_ms > 0.0) {
         return Err((
             2,

@@ -39,6 +39,19 @@ pub enum PollPolicy {
     Fixed,
 }
 
+impl std::str::FromStr for PollPolicy {
+    type Err = String;
+
+    /// `adaptive` or `fixed`, as the command line and the provider config spell them.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "adaptive" => Ok(PollPolicy::Adaptive),
+            "fixed" => Ok(PollPolicy::Fixed),
+            other => Err(format!("{other}: expected adaptive or fixed")),
+        }
+    }
+}
+
 /// How long the adaptive policy keeps polling tightly after activity.
 const SPIN_WINDOW: Duration = Duration::from_micros(50);
 /// First sleep after the spin window.

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Longest poll interval while operations are in flight, in milliseconds.
     #[arg(long, default_value_t = 5.0)]
     pub poll_delay_ms: f64,
+    /// Poll policy for the QAT backend: adaptive (spin or batch, see the engine's poll
+    /// module) or fixed (sleep the poll delay between polls, as upstream Envoy does).
+    #[arg(long, default_value = "adaptive")]
+    pub poll_policy: String,
     /// Software backend worker threads (0 = one per CPU).
     #[arg(long, default_value_t = 0)]
     pub soft_threads: usize,
@@ -164,6 +168,10 @@ pub fn run(a: ServeArgs) -> RunResult {
         backend: BackendChoice::parse(&a.backend)
             .map_err(|e| (EXIT_USAGE, format!("--backend: {e}")))?,
         poll_delay: Duration::from_secs_f64(a.poll_delay_ms / 1000.0),
+        poll_policy: a
+            .poll_policy
+            .parse()
+            .map_err(|e| (EXIT_USAGE, format!("--poll-policy {e}")))?,
         soft_threads: a.soft_threads,
         ..ProviderConfig::default()
     };
