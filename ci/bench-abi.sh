@@ -53,7 +53,8 @@ run() { # KEYTYPE MODE [extra serve args] -> prints one line, sets $rate
   connect=$(grep '^time for connect' <<<"$out" | awk '{print "mean " $6 " max " $5}')
   p50=$(grep -o 'handshake_p50=[^ ]*' "$log" | cut -d= -f2)
   p99=$(grep -o 'handshake_p99=[^ ]*' "$log" | cut -d= -f2)
-  local cpu_us=$(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) / n ))
+  local cpu_us="-"
+  [[ "${ok:-0}" -gt 0 ]] && cpu_us=$(( (t1 - t0) * 1000000 / $(getconf CLK_TCK) / ok ))
   printf '%-8s %-56s %9s handshakes/s  ok=%s  server CPU %s us/handshake  server handshake p50=%s p99=%s  h2load connect %s\n' \
     "$kt" "$mode $*" "$rate" "$ok" "$cpu_us" "$p50" "$p99" "$connect"
 }

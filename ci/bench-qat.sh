@@ -3,7 +3,7 @@
 # backend and on the QAT backend over tests/qat-sim (simulated device latency
 # QAT_SIM_LATENCY_US, default 50 us), with our adaptive poller and with upstream's fixed
 # poll_delay sleep, at 1, 4, 8, 16 and 256 operations in flight (the adaptive poller spins
-# below 8 in flight and batches from 8).
+# below 8 in flight and batches from 8 until fewer than 4).
 # Each point prints ops/s and p50/p99, the poll thread's CPU (share of a core, per op), and
 # from the simulator's own counters the mean device time and the latency the engine added
 # over it; the c=1 points also measure the idle poll thread afterwards.

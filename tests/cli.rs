@@ -195,11 +195,19 @@ fn exit_codes_and_one_line_errors() {
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("/nonexistent/msg"), "{}", stderr(&o));
-    // An unknown poll policy: 2, names the flag, the value and the choices.
-    for cmd in [
-        &["serve", "--requests", "1"][..],
-        &["bench", "--seconds", "1"][..],
-    ] {
+    // An unknown poll policy: 2, names the flag, the value and the choices. (serve on an
+    // ephemeral port with a time limit, so a policy wrongly accepted fails the
+    // assertion instead of hanging.)
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--duration",
+        "1",
+        "--key-type",
+        "p256",
+    ];
+    for cmd in [&serve[..], &["bench", "--seconds", "1"][..]] {
         let mut args = cmd.to_vec();
         args.extend(["--poll-policy", "spin"]);
         let o = run(&args);

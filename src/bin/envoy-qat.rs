@@ -93,9 +93,10 @@ struct BackendArgs {
     /// Longest poll interval while operations are in flight, in milliseconds.
     #[arg(long, default_value_t = 5.0)]
     poll_delay_ms: f64,
-    /// Poll policy for polled backends: adaptive (below 8 in flight, spin briefly after
-    /// activity, then exponential back-off up to the poll delay; from 8, sleep a quarter
-    /// of the average latency between polls) or fixed (upstream's fixed sleep).
+    /// Poll policy for polled backends: adaptive (with few in flight, spin briefly after
+    /// activity, then exponential back-off up to the poll delay; from 8 in flight until
+    /// fewer than 4, sleep a quarter of the average latency between polls) or fixed
+    /// (upstream's fixed sleep).
     #[arg(long, default_value = "adaptive")]
     poll_policy: String,
     /// Path of libqat.so.4 (or of a library exporting its API, such as the test

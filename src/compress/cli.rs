@@ -795,33 +795,47 @@ fn interleaved_ratios(
     rounds: usize,
 ) -> Result<(Vec<f64>, Vec<f64>), String> {
     let (mut cpu, mut wall) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let (g, _) = external_once("gzip", &["-6", "-c"], file)?;
-        let (o, _) = time_once(f, data)?;
-        cpu.push(g.cpu / o.cpu.max(1e-9));
-        wall.push(g.wall / o.wall.max(1e-9));
+    for r in 0..rounds {
+        // Alternate which runs first, so neither always meets a warmer or busier machine.
+        let (g, o) = if r % 2 == 0 {
+            let g = external_once("gzip", &["-6", "-c"], file)?.0;
+            (g, time_once(f, data)?.0)
+        } else {
+            let o = time_once(f, data)?.0;
+            (external_once("gzip", &["-6", "-c"], file)?.0, o)
+        };
+        // A run too short for the CPU clocks to see says nothing about the ratio.
+        if g.cpu > 0.0 && o.cpu > 0.0 {
+            cpu.push(g.cpu / o.cpu);
+        }
+        if g.wall > 0.0 && o.wall > 0.0 {
+            wall.push(g.wall / o.wall);
+        }
     }
     cpu.sort_by(f64::total_cmp);
     wall.sort_by(f64::total_cmp);
     Ok((cpu, wall))
 }
 
-/// The median of sorted, non-empty `v`.
-fn median(v: &[f64]) -> f64 {
+/// The median of sorted `v` (None if empty).
+fn median(v: &[f64]) -> Option<f64> {
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
     }
 }
 
-fn fmt_ratio(r: f64) -> String {
-    format!("{r:.2}x")
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.2}x"))
 }
 
 fn fmt_range(v: &[f64]) -> String {
-    format!("{:.2}-{:.2}x", v[0], v[v.len() - 1])
+    match (v.first(), v.last()) {
+        (Some(a), Some(b)) => format!("{a:.2}-{b:.2}x"),
+        _ => "no measurable rounds".into(),
+    }
 }
 
 /// Run `envoy-qat bench-compress`.

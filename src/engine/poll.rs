@@ -3,11 +3,11 @@
 //! It parks on a condition variable while nothing polled is in flight, so an idle
 //! engine costs no CPU. While operations are in flight it polls, and between empty polls
 //! it waits according to the [`PollPolicy`]:
-//! - `Adaptive` (default): with fewer than [`BATCH_IN_FLIGHT`] operations in flight,
-//!   right after work arrives or completes it polls tightly (yielding the CPU between
-//!   polls) for a short spin window, then sleeps with an exponentially growing interval
-//!   capped at `poll_delay`. With more in flight it batches: it sleeps a quarter of the
-//!   recent operation latency (a moving average, at least [`FIRST_SLEEP`], at most
+//! - `Adaptive` (default): with few operations in flight (below [`BATCH_IN_FLIGHT`];
+//!   once batching, below [`SPIN_BELOW`]), right after work arrives or completes it
+//!   polls tightly (yielding the CPU between polls) for a short spin window, then sleeps
+//!   with an exponentially growing interval capped at `poll_delay`. With more in flight it batches: it sleeps a quarter of the
+//!   recent operation latency (a moving average, at least 5 µs, at most
 //!   `poll_delay`) between polls, so each poll collects several completions. Spinning
 //!   at high load would cost most of a core (on a virtual machine every short sleep also
 //!   costs ~20 µs of CPU to arm the timer) while the operations spend their time queued
@@ -42,7 +42,7 @@ pub enum PollPolicy {
 impl std::str::FromStr for PollPolicy {
     type Err = String;
 
-    /// `adaptive` or `fixed`, as the command line and the provider config spell them.
+    /// `adaptive` or `fixed`, as the command line spells them.
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "adaptive" => Ok(PollPolicy::Adaptive),
@@ -57,8 +57,20 @@ const SPIN_WINDOW: Duration = Duration::from_micros(50);
 /// First sleep after the spin window.
 const FIRST_SLEEP: Duration = Duration::from_micros(5);
 /// From this many polled operations in flight the adaptive policy batches instead of
-/// spinning.
+/// spinning...
 pub const BATCH_IN_FLIGHT: usize = 8;
+/// ...until fewer than this many are in flight (hysteresis, so a load that hovers around
+/// the threshold does not alternate between spinning and batching).
+pub const SPIN_BELOW: usize = 4;
+
+/// Whether the adaptive policy batches, given whether it did and how many are in flight.
+fn batching_next(was: bool, active: usize) -> bool {
+    if was {
+        active >= SPIN_BELOW
+    } else {
+        active >= BATCH_IN_FLIGHT
+    }
+}
 /// The poll thread's timer slack (ns).
 const TIMER_SLACK_NS: libc::c_ulong = 1_000;
 
@@ -107,8 +119,9 @@ impl Poller {
     pub(super) fn completed(&self, latency: Duration) {
         self.done();
         let x = latency.as_nanos().min(u64::MAX as u128) as u64;
-        // Completions are reported by the poll thread, so plain load/store suffices; a
-        // racing update from elsewhere loses one sample, never corrupts the average.
+        // Completions are nearly always reported by the poll thread (a backend's shutdown
+        // may poll from another thread), so plain load/store suffices: a racing update
+        // loses one sample, never corrupts the average.
         let old = self.latency_ns.load(Ordering::Relaxed);
         let new = if old == 0 {
             x
@@ -121,7 +134,8 @@ impl Poller {
     /// The sleep between polls while batching.
     fn batch_sleep(&self) -> Duration {
         Duration::from_nanos(self.latency_ns.load(Ordering::Relaxed) / 4)
-            .clamp(FIRST_SLEEP, self.poll_delay.max(FIRST_SLEEP))
+            .max(FIRST_SLEEP)
+            .min(self.poll_delay)
     }
 
     /// CPU time the poll thread has used so far (None before it starts or after it
@@ -183,6 +197,7 @@ fn run(weak: Weak<Inner>) {
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS) };
     let mut last_activity = Instant::now();
     let mut sleep = FIRST_SLEEP;
+    let mut batching = false;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let p = &inner.poller;
@@ -209,6 +224,7 @@ fn run(weak: Weak<Inner>) {
             }
             last_activity = Instant::now();
             sleep = FIRST_SLEEP;
+            batching = false;
             continue;
         }
         inner.stats.polls.fetch_add(1, Ordering::Relaxed);
@@ -219,7 +235,8 @@ fn run(weak: Weak<Inner>) {
                 .map_or(0, |f| if f.needs_polling() { f.poll() } else { 0 });
         let delay = p.poll_delay;
         let policy = p.policy;
-        if policy == PollPolicy::Adaptive && p.active.load(Ordering::Acquire) >= BATCH_IN_FLIGHT {
+        batching = batching_next(batching, p.active.load(Ordering::Acquire));
+        if policy == PollPolicy::Adaptive && batching {
             let s = p.batch_sleep();
             drop(inner);
             last_activity = Instant::now();
@@ -250,6 +267,20 @@ fn run(weak: Weak<Inner>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batching_starts_at_8_in_flight_and_ends_below_4() {
+        let mut b = false;
+        let mut seen = Vec::new();
+        for active in [1, 7, 8, 9, 5, 4, 3, 7, 8] {
+            b = batching_next(b, active);
+            seen.push(b);
+        }
+        assert_eq!(
+            seen,
+            [false, false, true, true, true, true, false, false, true]
+        );
+    }
 
     #[test]
     fn batch_sleep_is_a_quarter_of_the_average_latency_within_bounds() {

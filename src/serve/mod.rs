@@ -118,6 +118,10 @@ pub fn run(a: ServeArgs) -> RunResult {
             format!("--poll-delay-ms {}: must be > 0", a.poll_delay_ms),
         ));
     }
+    let poll_policy = a
+        .poll_policy
+        .parse()
+        .map_err(|e| (EXIT_USAGE, format!("--poll-policy {e}")))?;
     if a.cert.is_some() && a.key.is_none() {
         return Err((
             EXIT_USAGE,
@@ -168,10 +172,7 @@ pub fn run(a: ServeArgs) -> RunResult {
         backend: BackendChoice::parse(&a.backend)
             .map_err(|e| (EXIT_USAGE, format!("--backend: {e}")))?,
         poll_delay: Duration::from_secs_f64(a.poll_delay_ms / 1000.0),
-        poll_policy: a
-            .poll_policy
-            .parse()
-            .map_err(|e| (EXIT_USAGE, format!("--poll-policy {e}")))?,
+        poll_policy,
         soft_threads: a.soft_threads,
         ..ProviderConfig::default()
     };

@@ -6,7 +6,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 
 pub struct Serve {
-    child: Child,
+    /// None once waited for; a Serve dropped early (a failed assertion) kills it.
+    child: Option<Child>,
     out: BufReader<ChildStdout>,
     /// The first line serve printed (listening address, backend).
     pub first: String,
@@ -40,7 +41,7 @@ impl Serve {
             .unwrap_or_else(|| panic!("no listening line: {first}"))
             .to_string();
         Serve {
-            child,
+            child: Some(child),
             out,
             first,
             port,
@@ -49,9 +50,18 @@ impl Serve {
 
     /// Wait for serve to exit; its status and everything it printed after the first line.
     pub fn finish(mut self) -> (ExitStatus, String) {
-        let status = self.child.wait().unwrap();
+        let status = self.child.take().unwrap().wait().unwrap();
         let mut rest = String::new();
         self.out.read_to_string(&mut rest).unwrap();
         (status, rest)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -311,12 +311,14 @@ pub fn run_with_cancels(
             };
             match engine.submit(key, op, format!("op {i}").as_bytes()) {
                 Ok(p) if i % cancel_every == cancel_every - 1 => {
-                    cancelled += 1;
-                    if i % 2 == 0 {
+                    // Alternate: dropped right after submit, or parked and dropped
+                    // later while others complete.
+                    if cancelled % 2 == 0 {
                         drop(p);
                     } else {
                         parked.push(p);
                     }
+                    cancelled += 1;
                     i += 1;
                 }
                 Ok(p) => {
