@@ -120,6 +120,22 @@ for want in "gzip -6" "gzip -1" "pigz -6" "level 6" "cpu/gzip-6" "flush-heavy" "
   grep -q -- "$want" "$t/bench" || fail "bench output lacks '$want'"
 done
 pass "bench compress prints gzip/pigz baselines, levels, flush cost, decompression"
+# 7b. On the web corpus (real HTML/CSS/JS/JSON/SVG/text/XML from Debian packages): each
+#     kind compared on its own, and QATzip's no-device retries summarised, not flooding stderr.
+web=$("$repo/ci/web-corpus.sh")
+for k in html css js json svg txt xml; do [[ -s "$web/$k" ]] || fail "web corpus lacks $k"; done
+ENVOY_QATZIP_LIB="$ENVOY_QAT_DEPS/usr/lib/x86_64-linux-gnu/libqatzip.so.3" \
+  "$bin" bench compress --corpus "$web" --levels 6 --rounds 1 --repeat 1 --no-external > "$t/webbench" 2> "$t/weberr" \
+  || fail "bench compress --corpus web corpus: $(tail -3 "$t/weberr")"
+grep -q "qatzip level 6 (QATzip software fallback)" "$t/webbench" || fail "no QATzip rows: $(cat "$t/webbench")"
+grep -q 'QATzip printed on stderr while measured: .*Cannot open /dev/vfio' "$t/webbench" \
+  || fail "QATzip's stderr lines not summarised: $(cat "$t/webbench")"
+! grep -q "Cannot open /dev/vfio" "$t/weberr" || fail "QATzip's retries flooded stderr: $(head -3 "$t/weberr")"
+"$bin" bench compress --corpus "$web" --levels 6 --rounds 1 --repeat 1 --no-qatzip > "$t/webbench"
+for k in html css js json svg txt xml; do
+  grep -qE "^  $k +[0-9.]+ MB  cpu ratio median" "$t/webbench" || fail "no by-part line for $k: $(cat "$t/webbench")"
+done
+pass "bench compress on the web corpus: a line per kind; QATzip's stderr summarised"
 # 8. Stock Envoy's gzip decompressor decodes what envoy-qat compresses (the sidecar case):
 #    an upstream serves our gzip bytes with Content-Encoding: gzip; a stock Envoy 1.40 with
 #    envoy.filters.http.decompressor in front decodes them; curl must get the original.

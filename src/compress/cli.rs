@@ -604,25 +604,54 @@ pub fn generate_corpus_text(n: usize, seed: u64) -> Vec<u8> {
 /// The default benchmark corpus: 90% text-like (see [`generate_corpus_text`]) and 10%
 /// random bytes (already-compressed content), interleaved in 64 KiB pieces.
 pub fn generate_corpus(n: usize) -> Vec<u8> {
+    generate_corpus_parts(n).0
+}
+
+/// [`generate_corpus`], with its text-like and its random pieces also gathered apart, as
+/// the parts of the corpus the benchmark compares one by one.
+fn generate_corpus_parts(n: usize) -> (Vec<u8>, Vec<CorpusPart>) {
     let text = generate_corpus_text(n, 1);
     let mut r = Rng(0x1234_5678_9abc_def1);
     let mut v = Vec::with_capacity(n);
+    let (mut texts, mut randoms) = (Vec::new(), Vec::new());
     for (i, piece) in text.chunks(64 * 1024).enumerate() {
+        let start = v.len();
         if i % 10 == 9 {
             for _ in 0..piece.len() / 8 {
                 v.extend_from_slice(&r.next().to_le_bytes());
             }
             v.resize(v.len() + piece.len() % 8, 0x55);
+            randoms.extend_from_slice(&v[start..]);
         } else {
             v.extend_from_slice(piece);
+            texts.extend_from_slice(piece);
         }
     }
-    v
+    let parts = vec![
+        CorpusPart {
+            name: "generated text/JSON/HTML (90%)".into(),
+            data: texts,
+        },
+        CorpusPart {
+            name: "generated random bytes (10%)".into(),
+            data: randoms,
+        },
+    ];
+    (v, parts)
 }
 
-fn load_corpus(a: &BenchCompressArgs) -> Result<Vec<u8>, (u8, String)> {
+/// One part of a benchmark corpus (a file of `--corpus DIR`, or a kind of generated
+/// content), compared on its own against `gzip -6`.
+struct CorpusPart {
+    name: String,
+    data: Vec<u8>,
+}
+
+/// The corpus and its parts (the files of `--corpus DIR`, or the generated corpus's
+/// text-like and random pieces).
+fn load_corpus(a: &BenchCompressArgs) -> Result<(Vec<u8>, Vec<CorpusPart>), (u8, String)> {
     match &a.corpus {
-        None => Ok(generate_corpus(a.size_mib.max(1) << 20)),
+        None => Ok(generate_corpus_parts(a.size_mib.max(1) << 20)),
         Some(dir) => {
             let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
                 .map_err(|e| (EXIT_INPUT, format!("--corpus {}: {e}", dir.display())))?
@@ -631,10 +660,19 @@ fn load_corpus(a: &BenchCompressArgs) -> Result<Vec<u8>, (u8, String)> {
                 .collect();
             files.sort();
             let mut v = Vec::new();
+            let mut parts = Vec::new();
             for f in files {
-                let mut d =
+                let d =
                     std::fs::read(&f).map_err(|e| (EXIT_INPUT, format!("{}: {e}", f.display())))?;
-                v.append(&mut d);
+                if d.is_empty() {
+                    continue;
+                }
+                v.extend_from_slice(&d);
+                let name = f.file_name().map_or_else(
+                    || f.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                parts.push(CorpusPart { name, data: d });
             }
             if v.is_empty() {
                 return Err((
@@ -642,7 +680,7 @@ fn load_corpus(a: &BenchCompressArgs) -> Result<Vec<u8>, (u8, String)> {
                     format!("--corpus {}: no files with data", dir.display()),
                 ));
             }
-            Ok(v)
+            Ok((v, parts))
         }
     }
 }
@@ -786,24 +824,36 @@ fn external_once(cmd: &str, args: &[&str], file: &Path) -> Result<(Timing, usize
     Ok((Timing { wall, cpu }, n))
 }
 
-/// `rounds` rounds of one `gzip -6` run and one run of `f`, each round's ratios
-/// (ours over gzip, in MB per CPU-second and MB per wall-clock second), sorted.
+/// Ratios of `rounds` interleaved rounds of level 6 against `gzip -6`, each sorted.
+struct Interleaved {
+    /// Ours over gzip in MB per CPU-second, one per round whose runs the clocks saw.
+    cpu: Vec<f64>,
+    /// Ours over gzip in MB per wall-clock second.
+    wall: Vec<f64>,
+    /// Our compressed size over gzip's.
+    size: f64,
+}
+
+/// `rounds` rounds of one `gzip -6` run and one run of `f` on `data` (also in `file`),
+/// the ratios taken within each round.
 fn interleaved_ratios(
     f: &CompressorFactory,
     data: &[u8],
     file: &Path,
     rounds: usize,
-) -> Result<(Vec<f64>, Vec<f64>), String> {
+) -> Result<Interleaved, String> {
     let (mut cpu, mut wall) = (Vec::new(), Vec::new());
+    let mut size = f64::NAN;
     for r in 0..rounds {
         // Alternate which runs first, so neither always meets a warmer or busier machine.
-        let (g, o) = if r % 2 == 0 {
-            let g = external_once("gzip", &["-6", "-c"], file)?.0;
-            (g, time_once(f, data)?.0)
+        let ((g, gn), (o, out)) = if r % 2 == 0 {
+            let g = external_once("gzip", &["-6", "-c"], file)?;
+            (g, time_once(f, data)?)
         } else {
-            let o = time_once(f, data)?.0;
-            (external_once("gzip", &["-6", "-c"], file)?.0, o)
+            let o = time_once(f, data)?;
+            (external_once("gzip", &["-6", "-c"], file)?, o)
         };
+        size = out.len() as f64 / gn.max(1) as f64;
         // A run too short for the CPU clocks to see says nothing about the ratio.
         if g.cpu > 0.0 && o.cpu > 0.0 {
             cpu.push(g.cpu / o.cpu);
@@ -814,7 +864,7 @@ fn interleaved_ratios(
     }
     cpu.sort_by(f64::total_cmp);
     wall.sort_by(f64::total_cmp);
-    Ok((cpu, wall))
+    Ok(Interleaved { cpu, wall, size })
 }
 
 /// The median of sorted `v` (None if empty).
@@ -840,7 +890,7 @@ fn fmt_range(v: &[f64]) -> String {
 
 /// Run `envoy-qat bench-compress`.
 pub fn run_bench(a: BenchCompressArgs) -> CliResult {
-    let data = load_corpus(&a)?;
+    let (data, parts) = load_corpus(&a)?;
     let mb = data.len() as f64 / 1e6;
     let src = match &a.corpus {
         Some(d) => format!("corpus {}", d.display()),
@@ -898,6 +948,8 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
             ours6_gz = Some(out);
         }
     }
+    // What QATzip printed on stderr while measured, summarised after the table.
+    let mut qatzip_printed = String::new();
     if !a.no_qatzip {
         for level in [1u32, 6, 9] {
             let cfg = CompressorConfig {
@@ -911,7 +963,10 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
                     if let Some(l) = f.qatzip_lib() {
                         l.set_no_device_shortcut(false);
                     }
-                    let (t, out) = time_ours(&f, &data, a.repeat).map_err(|e| (EXIT_FAILED, e))?;
+                    let (r, printed) =
+                        crate::stdio::capture_stderr(|| time_ours(&f, &data, a.repeat));
+                    let (t, out) = r.map_err(|e| (EXIT_FAILED, e))?;
+                    qatzip_printed.push_str(&printed);
                     if let Some(l) = f.qatzip_lib() {
                         l.set_no_device_shortcut(true);
                     }
@@ -963,6 +1018,9 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
             sz
         );
     }
+    if let Some(summary) = summarise_printed(&qatzip_printed) {
+        println!("(QATzip printed on stderr while measured: {summary}; without a device it retries the device now and then, and each retry prints; outside this benchmark envoy-qat's compressor then takes zlib-rs and prints nothing)");
+    }
     println!("(speed: wall-clock MB/s ratio; cpu: MB per CPU-second ratio, steadier on a shared machine; pigz on all cores uses several CPU-seconds per second)");
     // Level 6 on the software backend: interleaved with gzip -6, then flush-heavy.
     let cfg = CompressorConfig {
@@ -974,16 +1032,19 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
     };
     let f = CompressorFactory::new(cfg).map_err(|e| (EXIT_USAGE, e.to_string()))?;
     if gzip6.is_some() && a.levels.contains(&6) && a.rounds > 0 {
-        let (cpu, wall) =
-            interleaved_ratios(&f, &data, &file, a.rounds).map_err(|e| (EXIT_FAILED, e))?;
+        let r = interleaved_ratios(&f, &data, &file, a.rounds).map_err(|e| (EXIT_FAILED, e))?;
         println!(
-            "level 6 vs gzip -6, {} interleaved rounds: cpu ratio median {} (range {}), wall-clock ratio median {} (range {})",
+            "level 6 vs gzip -6, {} interleaved rounds: cpu ratio median {} (range {}), wall-clock ratio median {} (range {}), size {:.4}x",
             a.rounds,
-            fmt_ratio(median(&cpu)),
-            fmt_range(&cpu),
-            fmt_ratio(median(&wall)),
-            fmt_range(&wall)
+            fmt_ratio(median(&r.cpu)),
+            fmt_range(&r.cpu),
+            fmt_ratio(median(&r.wall)),
+            fmt_range(&r.wall),
+            r.size
         );
+        if parts.len() > 1 {
+            compare_parts(&f, &parts, &dir, a.rounds.min(3))?;
+        }
     }
 
     // Flush-heavy stream: small writes, a Flush after each.
@@ -1062,6 +1123,72 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
     Ok(())
 }
 
+/// "N× line" for each distinct line of `text`, with log prefixes such as
+/// `[Error] [2026-11-26 06:49:41] (qatzip.c:697): ` left off; None if there are none.
+fn summarise_printed(text: &str) -> Option<String> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let mut l = line;
+        // Leading "[...]" and "(...):" groups.
+        loop {
+            let t = l.trim_start();
+            let end = match t.chars().next() {
+                Some('[') => t.find(']').map(|i| i + 1),
+                Some('(') => t.find("):").map(|i| i + 2),
+                _ => None,
+            };
+            match end {
+                Some(i) => l = &t[i..],
+                None => break,
+            }
+        }
+        let l = l.trim();
+        let l = if l.is_empty() { line } else { l };
+        match counts.iter_mut().find(|(s, _)| s == l) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((l.to_string(), 1)),
+        }
+    }
+    if counts.is_empty() {
+        return None;
+    }
+    Some(
+        counts
+            .iter()
+            .map(|(s, n)| format!("{n}x \"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// Level 6 against `gzip -6` on each part of the corpus on its own, in interleaved rounds.
+fn compare_parts(
+    f: &CompressorFactory,
+    parts: &[CorpusPart],
+    dir: &Path,
+    rounds: usize,
+) -> CliResult {
+    println!(
+        "by part, level 6 vs gzip -6, {rounds} interleaved rounds each (gzip's process start-up, about a millisecond, counts against it: parts under a few MB flatter us):"
+    );
+    let file = dir.join("part.bin");
+    for p in parts {
+        std::fs::write(&file, &p.data)
+            .map_err(|e| (EXIT_FAILED, format!("{}: {e}", file.display())))?;
+        let r = interleaved_ratios(f, &p.data, &file, rounds).map_err(|e| (EXIT_FAILED, e))?;
+        println!(
+            "  {:<40} {:>7.2} MB  cpu ratio median {:>6} (range {})  size {:.4}x",
+            p.name,
+            p.data.len() as f64 / 1e6,
+            fmt_ratio(median(&r.cpu)),
+            fmt_range(&r.cpu),
+            r.size
+        );
+    }
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
+
 fn tempdir() -> Result<PathBuf, (u8, String)> {
     let base = std::env::temp_dir();
     for i in 0..100u32 {
@@ -1074,4 +1201,42 @@ fn tempdir() -> Result<PathBuf, (u8, String)> {
         EXIT_FAILED,
         format!("cannot create a directory under {}", base.display()),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summarise_printed_counts_lines_without_log_prefixes() {
+        let text = "Cannot open /dev/vfio\n\
+            [Error] [2026-11-26 06:49:41] (qatzip.c:697): Error no hardware, switch to SW if permitted\n\
+            Cannot open /dev/vfio\n\
+            [Error] [2026-11-26 06:49:42] (qatzip.c:697): Error no hardware, switch to SW if permitted\n\
+            \n";
+        assert_eq!(
+            summarise_printed(text).as_deref(),
+            Some(
+                "2x \"Cannot open /dev/vfio\", 2x \"Error no hardware, switch to SW if permitted\""
+            )
+        );
+        assert_eq!(summarise_printed(" \n\n"), None);
+        // A line that is nothing but a prefix is kept whole.
+        assert_eq!(summarise_printed("[x]\n").as_deref(), Some("1x \"[x]\""));
+    }
+
+    #[test]
+    fn generated_corpus_parts_hold_exactly_its_bytes() {
+        let (all, parts) = generate_corpus_parts(1 << 20);
+        assert_eq!(all, generate_corpus(1 << 20));
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].data.len() + parts[1].data.len(), all.len());
+        // The random part does not compress; the text part does.
+        let size = |d: &[u8]| {
+            let f = CompressorFactory::new(CompressorConfig::default()).unwrap();
+            super::super::gzip(&f, d).unwrap().len() as f64 / d.len() as f64
+        };
+        assert!(size(&parts[1].data) > 0.99);
+        assert!(size(&parts[0].data) < 0.5);
+    }
 }
