@@ -9,7 +9,7 @@
 //! (`TlsContext`, `TlsConn`) that `envoy-qat serve` drives.
 //!
 //! No panic crosses this boundary: every `extern "Rust"` entry point runs inside
-//! [`guard`], which catches a panic, logs what was being done, and returns a value that
+//! `guard`, which catches a panic, logs what was being done, and returns a value that
 //! fails closed (a failed operation, an empty result, an error). Errors that setup
 //! functions return become `rust::Error` exceptions in C++; the functions BoringSSL calls
 //! during a handshake never return `Result`, so nothing throws through C code.

@@ -173,7 +173,7 @@ pub fn cap_eff(proc_root: &Path) -> Option<u64> {
     u64::from_str_radix(v.trim(), 16).ok()
 }
 
-/// QAT<n>=<PCI address> variables set by the QAT device plugin, from PROC/self/environ.
+/// `QAT<n>=<PCI address>` variables set by the QAT device plugin, from PROC/self/environ.
 pub fn device_plugin_env(proc_root: &Path) -> Option<Vec<(String, String)>> {
     let raw = fs::read(proc_root.join("self/environ")).ok()?;
     let mut v: Vec<(String, String)> = raw

@@ -12,7 +12,7 @@
 //! behaviour (real latencies, ring sizes, restarts, DMA) is untested.
 //!
 //! How it works:
-//! - [`loader`] opens libusdm.so.0 and libqat.so.4 with `RTLD_LOCAL | RTLD_DEEPBIND`,
+//! - `loader` opens libusdm.so.0 and libqat.so.4 with `RTLD_LOCAL | RTLD_DEEPBIND`,
 //!   calls `icp_sal_userStart(section)` (default "SSL"), starts every crypto instance
 //!   with address translation `qaeVirtToPhysNUMA`.
 //! - RSA: the engine pads in Rust (`scheme::prepare`); here the raw private operation
