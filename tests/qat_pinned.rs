@@ -11,7 +11,7 @@ mod testutil;
 mod common;
 
 use std::ffi::OsStr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::serve::Serve;
 use envoy_qat::engine::{Completion, EngineError};
@@ -217,4 +217,55 @@ fn serve_on_qat_sim_prints_backend_and_pinned_counters() {
     );
     assert_eq!(field(&rest, "provider:", "submitted"), 4, "{rest}");
     assert_eq!(field(&rest, "provider:", "fallbacks"), 0, "{rest}");
+}
+
+/// A client that gives up while its handshake's signature is in flight on the (simulated)
+/// device: serve notices the closed socket during the wait and drops the connection, which
+/// cancels the operation, instead of keeping the device busy for a client that is gone.
+#[test]
+fn serve_cancels_the_operation_of_a_client_that_closes_mid_handshake() {
+    let sim_lib = sim_path();
+    // A slow device: the operation is still in flight when the client goes.
+    let serve = Serve::start(
+        &["--key-type", "p256", "--backend", "qat", "--requests", "2"],
+        &[
+            ("ENVOY_QAT_LIB", sim_lib.as_os_str()),
+            ("QAT_SIM_LATENCY_US", OsStr::new("4000000")),
+        ],
+        &["QAT_SIM_FAULTS"],
+    );
+    let port = serve.port.clone();
+    let mut client = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    // Long enough for the ClientHello to reach serve on a busy machine; far less than the
+    // device latency.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    client.kill().unwrap();
+    client.wait().unwrap();
+    // The next handshake (this /stats request) waits for the device too.
+    let live = curl_stats(&port);
+    assert_eq!(field(&live, "provider:", "cancelled"), 1, "{live}");
+    assert_eq!(field(&live, "server:", "handshake_failures"), 1, "{live}");
+    let _ = Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "-o",
+            "/dev/null",
+            &format!("https://127.0.0.1:{port}/"),
+        ])
+        .output();
+    let (status, rest) = serve.finish();
+    assert!(status.success(), "{rest}");
+    assert_eq!(field(&rest, "provider:", "cancelled"), 1, "{rest}");
+    assert_eq!(
+        field(&rest, "backend qat:", "pinned_outstanding"),
+        0,
+        "{rest}"
+    );
 }

@@ -65,6 +65,26 @@ impl AsRawFd for FdRef {
     }
 }
 
+/// Resolves when the peer has closed or reset `sock` ("closed the connection" or "reset the
+/// connection (...)"); never resolves once the peer has sent data, which is left unread
+/// for BoringSSL (a TLS 1.3 client may send its ChangeCipherSpec, or give up with an
+/// alert, while the server signs). Used while a private-key operation is in flight, so
+/// that a client that gives up does not keep the device busy for nothing.
+async fn peer_gone(sock: &AsyncFd<TcpStream>) -> String {
+    loop {
+        let Ok(mut g) = sock.readable().await else {
+            return std::future::pending().await;
+        };
+        match sock.get_ref().peek(&mut [0u8; 1]) {
+            Ok(0) => return "closed the connection".into(),
+            Ok(_) => return std::future::pending().await,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => g.clear_ready(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return format!("reset the connection ({e})"),
+        }
+    }
+}
+
 /// One accepted TLS connection.
 pub struct TlsStream {
     // Drop order is declaration order: the SSL (which may own a private-key eventfd and
@@ -134,7 +154,19 @@ impl TlsStream {
                         let afd = unsafe {
                             AsyncFd::register_with_interest(FdRef(fd), Interest::READABLE)?
                         };
-                        let _ready = afd.readable().await?;
+                        tokio::select! {
+                            r = afd.readable() => {
+                                let _ready = r?;
+                            }
+                            why = peer_gone(&self.sock) => {
+                                // Returning drops the connection's owner, and with it the
+                                // SSL, which cancels the operation (the engine counts it).
+                                return Err(io::Error::new(
+                                    io::ErrorKind::ConnectionAborted,
+                                    format!("the client {why} while its private-key operation was in flight; the operation is cancelled"),
+                                ));
+                            }
+                        }
                     }
                     st = self.conn.pin_mut().handshake();
                 }
