@@ -14,11 +14,11 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 rounds=${1:-7}
 "$repo/ci/deps.sh"
-cargo build -q --release --bin envoy-qat
+cargo build -q --locked --release --bin envoy-qat
 bin="$repo/target/release/envoy-qat"
 export ENVOY_QATZIP_LIB="${ENVOY_QATZIP_LIB:-$repo/build/qat-deps/usr/lib/x86_64-linux-gnu/libqatzip.so.3}"
 web=$("$repo/ci/web-corpus.sh")
-echo "# $(nproc) cores; web corpus: $(grep sha256 "$repo/build/web-corpus/corpus.txt")"
+echo "# $(nproc) cores; web corpus $(grep sha256 "$(dirname "$web")/corpus.txt")"
 "$bin" bench compress --corpus "$web" --rounds "$rounds"
 echo
 "$bin" bench compress --rounds "$rounds"

@@ -3,33 +3,51 @@
 # filter compresses by default (its default content_type list: text/html, text/css,
 # application/javascript, application/json, image/svg+xml, text/plain, text/xml; not
 # images or archives, which are already compressed). The files come from Debian bookworm
-# packages, downloaded with `apt-get download` and unpacked with `dpkg -x` into DEST
-# (nothing is installed):
+# packages, downloaded with `apt-get download` against a private bookworm source list
+# (bookworm, bookworm-updates, bookworm-security; no root needed, the machine's own apt
+# state untouched) and unpacked with `dpkg -x` into DEST (nothing is installed):
 #   python3.11-doc (HTML pages and their plain-text sources), libjs-bootstrap4 (CSS, JS),
 #   libjs-jquery, libjs-d3 (JS), node-mdn-browser-compat-data (JSON), iso-codes (JSON,
-#   XML), fonts-font-awesome (SVG, CSS).
+#   XML), adwaita-icon-theme (SVG icons).
 # DEST/corpus holds one file per kind: that kind's files from every package, in path
-# order, concatenated and cut at 8 MiB, so no kind outweighs the others by more than the
-# packages allow. Feed it to `envoy-qat bench compress --corpus DEST/corpus`.
+# order, concatenated and cut at 8 MiB. The benchmark compresses each kind as one stream,
+# so it measures throughput on large responses, not per-response set-up. Feed it to
+# `envoy-qat bench compress --corpus DEST/corpus`.
 #   usage: ci/web-corpus.sh [DEST]      (default: build/web-corpus in the repo)
-# Idempotent: a complete DEST is reused. Prints DEST/corpus on success; the package
-# versions and the corpus's SHA-256 go to DEST/corpus.txt (and stderr), so figures from
-# different runs can be told apart if a package is updated.
+# Idempotent: a DEST completed by this same script is reused. Prints DEST/corpus on
+# success; the package versions and the corpus's SHA-256 go to DEST/corpus.txt (and
+# stderr), so figures from different runs can be told apart if a package is updated.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 dest=${1:-$repo/build/web-corpus}
 pkgs=(python3.11-doc libjs-bootstrap4 libjs-jquery libjs-d3 node-mdn-browser-compat-data
-      iso-codes fonts-font-awesome)
-if [[ -f "$dest/.complete" ]]; then
+      iso-codes adwaita-icon-theme)
+# The stamp records this script's hash: a corpus made by another version is rebuilt.
+stamp_want=$(sha256sum "$0" | cut -d' ' -f1)
+if [[ -f "$dest/.complete" && "$(cat "$dest/.complete")" == "$stamp_want" && -d "$dest/corpus" ]]; then
   echo "$dest/corpus"; exit 0
 fi
-rm -rf "$dest"
-mkdir -p "$dest/debs" "$dest/root" "$dest/corpus"
-sudo=""; [[ $(id -u) -eq 0 ]] || sudo=sudo
-# A fresh machine may have no package lists yet.
-apt-cache show "${pkgs[0]}" >/dev/null 2>&1 || $sudo apt-get -q update >&2
-(cd "$dest/debs" && apt-get -q -o APT::Sandbox::User=root download "${pkgs[@]}" >&2)
-for deb in "$dest/debs"/*.deb; do dpkg -x "$deb" "$dest/root"; done
+mkdir -p "$dest"
+# Only what this script makes is removed, never DEST itself.
+rm -rf "$dest/.apt" "$dest/root" "$dest/corpus" "$dest/corpus.txt" "$dest/.complete"
+work="$dest/.apt"
+mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs" "$dest/root" "$dest/corpus"
+mirror=$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null || true) \
+  | grep -E '^(URIs:|deb )' | grep -oE 'https?://[^ ]+/debian/?( |$)' | grep -v security | head -n1 | tr -d ' ' || true)
+mirror=${mirror:-http://deb.debian.org/debian}
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+{
+  echo "deb [signed-by=$keyring] ${mirror%/} bookworm main"
+  echo "deb [signed-by=$keyring] ${mirror%/} bookworm-updates main"
+  echo "deb [signed-by=$keyring] ${mirror%/}-security bookworm-security main"
+} > "$work/sources.list"
+aptopts=(-o "Dir::Etc::sourcelist=$work/sources.list" -o "Dir::Etc::sourceparts=-"
+  -o "Dir::State::Lists=$work/lists" -o "Dir::State::status=/dev/null" -o "Dir::Cache=$work/cache"
+  -o "Dir::Cache::archives=$work/cache/archives" -q)
+[[ $(id -u) -eq 0 ]] && aptopts+=(-o "APT::Sandbox::User=root")
+apt-get "${aptopts[@]}" update >&2
+(cd "$work/debs" && apt-get "${aptopts[@]}" download "${pkgs[@]}" >&2)
+for deb in "$work/debs"/*.deb; do dpkg -x "$deb" "$dest/root"; done
 python3 - "$dest/root" "$dest/corpus" <<'PY'
 import os, sys
 root, out = sys.argv[1], sys.argv[2]
@@ -56,11 +74,11 @@ for k in kinds:
 PY
 {
   echo "packages:"
-  for deb in "$dest/debs"/*.deb; do dpkg-deb -W --showformat='  ${Package} ${Version}\n' "$deb"; done
+  for deb in "$work/debs"/*.deb; do dpkg-deb -W --showformat='  ${Package} ${Version}\n' "$deb"; done
   echo "corpus sha256: $(cat "$dest"/corpus/* | sha256sum | cut -d' ' -f1)"
   du -b "$dest"/corpus/* | sed "s|$dest/corpus/||"
 } > "$dest/corpus.txt"
 cat "$dest/corpus.txt" >&2
-rm -rf "$dest/root" "$dest/debs"
-touch "$dest/.complete"
+rm -rf "$dest/root" "$work"
+echo "$stamp_want" > "$dest/.complete"
 echo "$dest/corpus"

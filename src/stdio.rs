@@ -70,9 +70,11 @@ pub fn with_stdout_on_stderr<T>(f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Restores fd 2 from `saved` when dropped, also when the closure panics.
+/// Restores fd 2 from `saved` when dropped, also when the closure panics; on a panic it
+/// first copies what was captured (the panic message among it) to the real stderr.
 struct RestoreStderr {
     saved: libc::c_int,
+    mfd: libc::c_int,
 }
 
 impl Drop for RestoreStderr {
@@ -80,6 +82,9 @@ impl Drop for RestoreStderr {
         // SAFETY: flushes C stdio streams into the capture before stderr is restored.
         unsafe { libc::fflush(std::ptr::null_mut()) };
         if self.saved >= 0 {
+            if std::thread::panicking() {
+                copy_fd(self.mfd, self.saved);
+            }
             // SAFETY: restores the saved stderr and closes the copy made when capturing.
             unsafe {
                 libc::dup2(self.saved, 2);
@@ -90,15 +95,36 @@ impl Drop for RestoreStderr {
     }
 }
 
+/// Copy everything in `from` (rewound first) to `to`; errors are ignored (best effort, on
+/// the way out of a panic).
+fn copy_fd(from: libc::c_int, to: libc::c_int) {
+    let mut buf = [0u8; 8192];
+    // SAFETY: both are open descriptors of this process; buf is valid for its length.
+    unsafe {
+        libc::lseek(from, 0, libc::SEEK_SET);
+        loop {
+            let n = libc::read(from, buf.as_mut_ptr().cast(), buf.len());
+            if n <= 0 {
+                break;
+            }
+            let _ = libc::write(to, buf.as_ptr().cast(), n as usize);
+        }
+    }
+}
+
 /// Run `f` with file descriptor 2 pointed at an anonymous in-memory file, then restore it
 /// and return what was written there. For a benchmark that calls a library known to
 /// print on every call (QATzip's software fallback retrying a device that is not there):
-/// the caller summarises the lines instead of flooding the terminal. Process-wide, like
-/// [`with_stdout_on_stderr`], and serialised with it. If the capture cannot be set up,
-/// `f` runs with stderr as it was and the text is empty.
+/// the caller summarises the lines instead of flooding the terminal, and should print
+/// them whole if `f` failed. If `f` panics, the captured text (with the panic message)
+/// goes to the real stderr. Our own log lines are not captured (see [`log_writer`]).
+/// Process-wide, like [`with_stdout_on_stderr`], and serialised with it: another thread's
+/// [`with_stdout_on_stderr`] waits until the capture ends, so `f` must not wait for such
+/// a thread. If the capture cannot be set up, `f` runs with stderr as it was and the text
+/// is empty.
 pub fn capture_stderr<T>(f: impl FnOnce() -> T) -> (T, String) {
     use std::io::{Read as _, Seek as _};
-    use std::os::fd::FromRawFd as _;
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
     if INSIDE.with(|i| i.get()) || CAPTURING.with(|c| c.get()) {
         return (f(), String::new());
     }
@@ -119,7 +145,10 @@ pub fn capture_stderr<T>(f: impl FnOnce() -> T) -> (T, String) {
         unsafe { libc::dup2(mfd, 2) };
     }
     CAPTURING.with(|c| c.set(true));
-    let restore = RestoreStderr { saved };
+    let restore = RestoreStderr {
+        saved,
+        mfd: file.as_raw_fd(),
+    };
     let out = f();
     drop(restore);
     drop(lock);
@@ -132,44 +161,113 @@ pub fn capture_stderr<T>(f: impl FnOnce() -> T) -> (T, String) {
     (out, text)
 }
 
+/// A copy of file descriptor 2 taken the first time it is asked for (at start-up, by the
+/// command line's log set-up), so log lines reach the real stderr even while
+/// [`capture_stderr`] has fd 2.
+static LOG_FD: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+
+/// The writer for our log lines: the copy of stderr taken at start-up, or stderr itself
+/// if no copy could be made.
+pub fn log_writer() -> LogWriter {
+    LogWriter(
+        LOG_FD
+            .get_or_init(|| {
+                use std::os::fd::FromRawFd as _;
+                // SAFETY: dup of the process's own fd 2; the copy is owned by the File.
+                let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+                // SAFETY: fd is a fresh descriptor owned by nothing else.
+                (fd >= 0).then(|| unsafe { std::fs::File::from_raw_fd(fd) })
+            })
+            .as_ref(),
+    )
+}
+
+/// See [`log_writer`].
+pub struct LogWriter(Option<&'static std::fs::File>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0 {
+            Some(mut f) => f.write(buf),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.0 {
+            Some(mut f) => f.flush(),
+            None => std::io::stderr().flush(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// (device, inode) of what `fd` points at.
+    fn identity(fd: libc::c_int) -> (u64, u64) {
+        // SAFETY: fstat writes into a zeroed stat struct we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: see above.
+        assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+        (st.st_dev, st.st_ino)
+    }
 
     #[test]
     fn capture_stderr_returns_what_c_and_rust_wrote_and_restores_fd_2() {
+        let before = (identity(1), identity(2));
         let (v, text) = capture_stderr(|| {
             // Not eprintln!: the test harness captures that above the descriptor.
-            let _ = writeln!(std::io::stderr(), "from rust");
-            // SAFETY: writes a NUL-terminated literal through C stdio.
+            let _ = writeln!(std::io::stderr(), "marker-rust-7f3a");
+            // SAFETY: writes through C stdio's stderr (flushed when the capture ends).
             unsafe {
-                libc::fputs(c"from c\n".as_ptr(), stderr_stream());
+                libc::write(2, c"marker-c-7f3a\n".as_ptr().cast(), 14);
             }
             7
         });
         assert_eq!(v, 7);
-        assert!(text.contains("from rust"), "{text:?}");
-        assert!(text.contains("from c"), "{text:?}");
-        // fd 2 is the original again: a second capture sees only its own text.
+        assert!(text.contains("marker-rust-7f3a"), "{text:?}");
+        assert!(text.contains("marker-c-7f3a"), "{text:?}");
+        assert_eq!((identity(1), identity(2)), before, "fd 1 or 2 not restored");
+        // A second capture sees its own text, not the first's.
         let ((), again) = capture_stderr(|| {
-            let _ = writeln!(std::io::stderr(), "second");
+            let _ = writeln!(std::io::stderr(), "marker-second-7f3a");
         });
-        assert_eq!(again.trim(), "second");
+        assert!(again.contains("marker-second-7f3a"), "{again:?}");
+        assert!(!again.contains("marker-rust-7f3a"), "{again:?}");
+    }
+
+    #[test]
+    fn capture_stderr_restores_fd_2_when_the_closure_panics() {
+        let before = (identity(1), identity(2));
+        let r = std::panic::catch_unwind(|| capture_stderr(|| panic!("marker-panic-7f3a")));
+        assert!(r.is_err());
+        assert_eq!((identity(1), identity(2)), before, "fd 1 or 2 not restored");
+        // The lock was released: another capture works.
+        let ((), t) = capture_stderr(|| {
+            let _ = writeln!(std::io::stderr(), "marker-after-7f3a");
+        });
+        assert!(t.contains("marker-after-7f3a"), "{t:?}");
     }
 
     #[test]
     fn stdout_redirect_inside_a_capture_goes_to_the_capture_without_deadlock() {
-        let ((), text) = capture_stderr(|| {
-            with_stdout_on_stderr(|| {
-                // SAFETY: writes a NUL-terminated literal to fd 1 through C stdio.
-                unsafe { libc::puts(c"library start-up line".as_ptr()) };
-            })
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let ((), text) = capture_stderr(|| {
+                with_stdout_on_stderr(|| {
+                    let _ = writeln!(std::io::stdout(), "marker-stdout-7f3a");
+                    let _ = std::io::stdout().flush();
+                })
+            });
+            let _ = tx.send(text);
         });
-        assert!(text.contains("library start-up line"), "{text:?}");
-    }
-
-    fn stderr_stream() -> *mut libc::FILE {
-        // SAFETY: fdopen on a dup of fd 2 gives a FILE for C-level writes; leaked (test only).
-        unsafe { libc::fdopen(libc::dup(2), c"w".as_ptr()) }
+        let text = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("deadlock: with_stdout_on_stderr inside capture_stderr did not return");
+        assert!(text.contains("marker-stdout-7f3a"), "{text:?}");
     }
 }

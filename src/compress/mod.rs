@@ -55,26 +55,26 @@
 //! Measured with `ci/bench-compress.sh` (`envoy-qat bench compress`, release build, one
 //! thread, best of 3 runs on a shared 2-core machine; speeds vary ~20% between
 //! invocations, sizes do not; 1 MiB Flush pieces). Web corpus (`ci/web-corpus.sh`:
-//! 33.1 MB of real HTML, CSS, JS, JSON, SVG, text and XML, the content types Envoy's
+//! 33.3 MB of real HTML, CSS, JS, JSON, SVG, text and XML, the content types Envoy's
 //! compressor filter compresses by default); size and wall-clock speed relative to
-//! `gzip -6` (ratio 6.31, 28.7 MB/s) measured in the same run, then the generated corpus
+//! `gzip -6` (ratio 6.40, 29.9 MB/s) measured in the same run, then the generated corpus
 //! (synthetic text with 10% random bytes; `gzip -6` ratio 3.29):
 //!
 //! | compressor            | ratio | size/gzip-6 | speed/gzip-6 | generated: size, speed |
 //! |-----------------------|-------|-------------|--------------|------------------------|
-//! | gzip -1               | 4.97  | 1.271       | 2.6x         | 1.196, 2.1x            |
-//! | pigz -6, 2 cores      | 6.31  | 1.000       | 2.2x         | 1.002, 2.1x            |
-//! | zlib-rs level 1       | 4.03  | 1.565       | 10.3x        | 1.385, 7.5x            |
-//! | zlib-rs level 2       | 5.23  | 1.206       | 6.4x         | 1.145, 4.7x            |
-//! | zlib-rs level 3       | 5.73  | 1.101       | 4.5x         | 1.090, 3.9x            |
-//! | zlib-rs level 4       | 6.03  | 1.046       | 3.3x         | 1.054, 2.9x            |
-//! | zlib-rs level 5       | 6.24  | 1.011       | 3.3x         | 1.027, 2.1x            |
-//! | zlib-rs level 6       | 6.31  | 1.000       | 2.4x         | 1.008, 1.5x            |
-//! | zlib-rs level 7/8/9   | 6.39/6.44/6.42 | 0.99/0.98/0.98 | 1.6/1.0/1.2x | 0.99/0.99/1.00, 1.2/1.1/1.3x |
-//! | QATzip fallback 1/6/9 | 4.78/5.91/6.01 | 1.32/1.07/1.05 | 3.9/1.3/0.6x | 1.19/1.03/1.02, 3.6/1.3/0.9x |
+//! | gzip -1               | 5.02  | 1.275       | 2.4x         | 1.196, 2.1x            |
+//! | pigz -6, 2 cores      | 6.41  | 1.000       | 2.2x         | 1.002, 2.1x            |
+//! | zlib-rs level 1       | 4.08  | 1.570       | 10.3x        | 1.385, 7.5x            |
+//! | zlib-rs level 2       | 5.29  | 1.210       | 5.6x         | 1.145, 4.7x            |
+//! | zlib-rs level 3       | 5.81  | 1.103       | 4.6x         | 1.090, 3.9x            |
+//! | zlib-rs level 4       | 6.12  | 1.047       | 3.6x         | 1.054, 2.9x            |
+//! | zlib-rs level 5       | 6.33  | 1.011       | 3.0x         | 1.027, 2.1x            |
+//! | zlib-rs level 6       | 6.41  | 1.000       | 2.2x         | 1.008, 1.5x            |
+//! | zlib-rs level 7/8/9   | 6.49/6.54/6.52 | 0.99/0.98/0.98 | 1.4/0.9/1.1x | 0.99/0.99/1.00, 1.2/1.1/1.3x |
+//! | QATzip fallback 1/6/9 | 4.84/6.00/6.09 | 1.32/1.07/1.05 | 3.9/1.3/0.6x | 1.19/1.03/1.02, 3.6/1.3/0.9x |
 //!
-//! Level 6 against `gzip -6` in 7 interleaved rounds: median 2.09x by CPU time on the web
-//! corpus, 1.64x on the generated one, whose random tenth and low-redundancy text are
+//! Level 6 against `gzip -6` in 7 interleaved rounds: median 2.04-2.12x by CPU time on the
+//! web corpus (three runs), 1.64-1.65x on the generated one, whose random tenth and low-redundancy text are
 //! where zlib-rs gains least.
 //!
 //! zlib-rs level 1 compresses much worse than `gzip -1` (it uses a faster, greedier
