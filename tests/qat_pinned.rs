@@ -153,6 +153,23 @@ fn curl_stats(port: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Send the request that reaches serve's `--requests` limit (its response may be cut
+/// short by the exit); serve must then exit successfully. Returns its exit statistics.
+fn last_request(serve: Serve, port: &str) -> String {
+    let _ = Command::new("curl")
+        .args([
+            "-sS",
+            "-k",
+            "-o",
+            "/dev/null",
+            &format!("https://127.0.0.1:{port}/"),
+        ])
+        .output();
+    let (status, rest) = serve.finish();
+    assert!(status.success(), "{rest}");
+    rest
+}
+
 fn field(text: &str, line_prefix: &str, name: &str) -> u64 {
     let line = text
         .lines()
@@ -191,18 +208,8 @@ fn serve_on_qat_sim_prints_backend_and_pinned_counters() {
         "{live}"
     );
     assert_eq!(field(&live, "backend qat:", "pinned_alloc_failures"), 0);
-    // The 4th request stops the server (its response may be cut short by the exit).
-    let _ = Command::new("curl")
-        .args([
-            "-sS",
-            "-k",
-            "-o",
-            "/dev/null",
-            &format!("https://127.0.0.1:{port}/"),
-        ])
-        .output();
-    let (status, rest) = serve.finish();
-    assert!(status.success(), "{rest}");
+    // The 4th request stops the server.
+    let rest = last_request(serve, &port);
     assert_eq!(field(&rest, "backend qat:", "pinned_allocs"), 4, "{rest}");
     assert_eq!(field(&rest, "backend qat:", "submitted"), 4, "{rest}");
     assert_eq!(
@@ -251,17 +258,7 @@ fn serve_cancels_the_operation_of_a_client_that_closes_mid_handshake() {
     let live = curl_stats(&port);
     assert_eq!(field(&live, "provider:", "cancelled"), 1, "{live}");
     assert_eq!(field(&live, "server:", "handshake_failures"), 1, "{live}");
-    let _ = Command::new("curl")
-        .args([
-            "-sS",
-            "-k",
-            "-o",
-            "/dev/null",
-            &format!("https://127.0.0.1:{port}/"),
-        ])
-        .output();
-    let (status, rest) = serve.finish();
-    assert!(status.success(), "{rest}");
+    let rest = last_request(serve, &port);
     assert_eq!(field(&rest, "provider:", "cancelled"), 1, "{rest}");
     assert_eq!(
         field(&rest, "backend qat:", "pinned_outstanding"),
