@@ -222,7 +222,7 @@ mod tests {
         let (v, text) = capture_stderr(|| {
             // Not eprintln!: the test harness captures that above the descriptor.
             let _ = writeln!(std::io::stderr(), "marker-rust-7f3a");
-            // SAFETY: writes through C stdio's stderr (flushed when the capture ends).
+            // SAFETY: a raw write(2) of a static buffer of the given length to fd 2.
             unsafe {
                 libc::write(2, c"marker-c-7f3a\n".as_ptr().cast(), 14);
             }
