@@ -216,9 +216,17 @@ mod tests {
         (st.st_dev, st.st_ino)
     }
 
+    /// What fds 1 and 2 point at when no redirection is in progress: read under
+    /// [`REDIRECT`], which every redirection holds, because the tests run in parallel and
+    /// another test's capture moves fd 2 meanwhile.
+    fn settled_fds() -> ((u64, u64), (u64, u64)) {
+        let _lock = REDIRECT.lock().unwrap_or_else(|e| e.into_inner());
+        (identity(1), identity(2))
+    }
+
     #[test]
     fn capture_stderr_returns_what_c_and_rust_wrote_and_restores_fd_2() {
-        let before = (identity(1), identity(2));
+        let before = settled_fds();
         let (v, text) = capture_stderr(|| {
             // Not eprintln!: the test harness captures that above the descriptor.
             let _ = writeln!(std::io::stderr(), "marker-rust-7f3a");
@@ -231,7 +239,7 @@ mod tests {
         assert_eq!(v, 7);
         assert!(text.contains("marker-rust-7f3a"), "{text:?}");
         assert!(text.contains("marker-c-7f3a"), "{text:?}");
-        assert_eq!((identity(1), identity(2)), before, "fd 1 or 2 not restored");
+        assert_eq!(settled_fds(), before, "fd 1 or 2 not restored");
         // A second capture sees its own text, not the first's.
         let ((), again) = capture_stderr(|| {
             let _ = writeln!(std::io::stderr(), "marker-second-7f3a");
@@ -242,10 +250,10 @@ mod tests {
 
     #[test]
     fn capture_stderr_restores_fd_2_when_the_closure_panics() {
-        let before = (identity(1), identity(2));
+        let before = settled_fds();
         let r = std::panic::catch_unwind(|| capture_stderr(|| panic!("marker-panic-7f3a")));
         assert!(r.is_err());
-        assert_eq!((identity(1), identity(2)), before, "fd 1 or 2 not restored");
+        assert_eq!(settled_fds(), before, "fd 1 or 2 not restored");
         // The lock was released: another capture works.
         let ((), t) = capture_stderr(|| {
             let _ = writeln!(std::io::stderr(), "marker-after-7f3a");
