@@ -23,7 +23,7 @@ mirror=${mirror:-http://deb.debian.org/debian}
 echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror%/} trixie main" > "$work/sources.list"
 aptopts=(-o "Dir::Etc::sourcelist=$work/sources.list" -o "Dir::Etc::sourceparts=-"
   -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
-  -o "Dir::Cache::archives=$work/cache/archives" -o "APT::Sandbox::User=root" -q)
+  -o "Dir::Cache::archives=$work/cache/archives" -o "APT::Sandbox::User=root" -o "Acquire::Retries=3" -q)
 apt-get "${aptopts[@]}" update >&2
 (cd "$work/debs" && apt-get "${aptopts[@]}" download "${pkgs[@]}" >&2)
 for deb in "$work/debs"/*.deb; do dpkg -x "$deb" "$dest"; done

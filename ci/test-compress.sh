@@ -223,10 +223,11 @@ static_resources:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: $up_port}}}
 YAML
-  "$envoy_bin" -c "$t/envoy.yaml" --log-level warn --base-id $((RANDOM % 50000 + 1000)) > "$t/envoy.log" 2>&1 &
+  "$envoy_bin" -c "$t/envoy.yaml" --log-level warn --disable-hot-restart > "$t/envoy.log" 2>&1 &
   pids+=($!)
   ok=""
-  for _ in $(seq 1 150); do
+  # Up to 60 s: a busy 2-core machine can take long to start Envoy.
+  for _ in $(seq 1 600); do
     if curl -fsS "http://127.0.0.1:$admin_port/ready" 2>/dev/null | grep -q LIVE &&
        curl -fsS -o /dev/null "http://127.0.0.1:$up_port/soft1.gz" 2>/dev/null; then ok=1; break; fi
     sleep 0.1

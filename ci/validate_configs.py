@@ -440,10 +440,17 @@ def cmd_manifests(args):
 # Smoke: the bootstrap served for real by the stock Envoy (QAT configs swapped), real clients.
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """n distinct free loopback ports: every socket stays bound until all are read, so the
+    kernel cannot hand the same port out twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def retarget_ports(node, mapping):
@@ -535,7 +542,7 @@ def cmd_smoke(args):
         tls = os.path.join(tmp, "tls")
         os.mkdir(tls)
         make_certs(tls)
-        https, admin, upstream = free_port(), free_port(), free_port()
+        https, admin, upstream = free_ports(3)
         front = retarget_ports(stockify(map_paths(load_docs(src)[0], tls)),
                                {10443: https, 9901: admin, 8080: upstream})
         paths = {}

@@ -43,7 +43,7 @@ keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 } > "$work/sources.list"
 aptopts=(-o "Dir::Etc::sourcelist=$work/sources.list" -o "Dir::Etc::sourceparts=-"
   -o "Dir::State::Lists=$work/lists" -o "Dir::State::status=/dev/null" -o "Dir::Cache=$work/cache"
-  -o "Dir::Cache::archives=$work/cache/archives" -q)
+  -o "Dir::Cache::archives=$work/cache/archives" -o "Acquire::Retries=3" -q)
 [[ $(id -u) -eq 0 ]] && aptopts+=(-o "APT::Sandbox::User=root")
 apt-get "${aptopts[@]}" update >&2
 (cd "$work/debs" && apt-get "${aptopts[@]}" download "${pkgs[@]}" >&2)

@@ -235,8 +235,17 @@ fn poll_thread_stops_polling_when_idle() {
     let backend = Echo::new(Mode::Polled);
     let engine = Engine::new(backend, None, config(1024));
     run_many(&engine, &key, 2, 2_000);
-    // Give the poll thread time to notice it is idle and park.
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until the poll thread has parked since the work ended (it parks again at
+    // least once a second, so a park just before this read is followed by another).
+    let parked = engine.stats().poll_sleeps;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while engine.stats().poll_sleeps == parked {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "poll thread never parked with nothing in flight"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let a = engine.stats();
     std::thread::sleep(Duration::from_millis(500));
     let b = engine.stats();

@@ -242,16 +242,25 @@ fn serve_cancels_the_operation_of_a_client_that_closes_mid_handshake() {
         &["QAT_SIM_FAULTS"],
     );
     let port = serve.port.clone();
+    // The client: a real ClientHello from openssl s_client, relayed by this test, which
+    // then closes the connection. Relaying (rather than killing s_client after it printed
+    // the ClientHello) guarantees the ClientHello is in serve's socket before the close:
+    // s_client reports a message when it enters its write buffer, before the flush, and
+    // on a busy machine a kill can land in between.
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay_port = relay.local_addr().unwrap().port();
     let mut client = Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["s_client", "-connect", &format!("127.0.0.1:{relay_port}")])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("openssl s_client");
-    // Long enough for the ClientHello to reach serve on a busy machine; far less than the
-    // device latency.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let hello = read_client_hello(&relay);
+    let mut to_serve = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    std::io::Write::write_all(&mut to_serve, &hello).unwrap();
+    // Gone mid-handshake, far inside the device latency.
+    drop(to_serve);
     client.kill().unwrap();
     client.wait().unwrap();
     // The next handshake (this /stats request) waits for the device too.
@@ -265,4 +274,37 @@ fn serve_cancels_the_operation_of_a_client_that_closes_mid_handshake() {
         0,
         "{rest}"
     );
+}
+
+/// Accept one connection on `relay` (60 s at most) and read its first TLS record, which
+/// must be a handshake record: a client's ClientHello.
+fn read_client_hello(relay: &std::net::TcpListener) -> Vec<u8> {
+    use std::io::Read as _;
+    use std::time::{Duration, Instant};
+    relay.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut conn = loop {
+        match relay.accept() {
+            Ok((c, _)) => break c,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    Instant::now() < deadline,
+                    "openssl s_client did not connect"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut record = vec![0u8; 5];
+    conn.read_exact(&mut record).expect("a TLS record header");
+    assert_eq!(record[0], 22, "not a TLS handshake record: {record:?}");
+    let len = u16::from_be_bytes([record[3], record[4]]) as usize;
+    record.resize(5 + len, 0);
+    conn.read_exact(&mut record[5..])
+        .expect("the whole ClientHello record");
+    record
 }

@@ -456,9 +456,14 @@ impl Sim {
         }
     }
 
-    /// Common admission of a request: returns the instance index and generation, or a
-    /// status to return to the caller.
-    fn admit(&self, handle: CpaInstanceHandle) -> Result<(usize, u64, bool, Instant), CpaStatus> {
+    /// Common admission of a request: returns the instance index and generation, whether
+    /// its callback fails, when it was admitted and when it is ready, or a status to return
+    /// to the caller. The ready time is the admission time plus the latency, both from one
+    /// clock reading, so the device time a request reports is never below the latency.
+    fn admit(
+        &self,
+        handle: CpaInstanceHandle,
+    ) -> Result<(usize, u64, bool, Instant, Instant), CpaStatus> {
         let inst = self.instance(handle).ok_or(INVALID)?;
         let now = Instant::now();
         // Fixed number of draws per request keeps a seeded run reproducible.
@@ -486,7 +491,7 @@ impl Sim {
             self.cfg.latency
         };
         let cb_fail = inst.faulty && f_cb < self.cfg.cb_fail;
-        Ok((inst.idx, st.generation, cb_fail, now + latency))
+        Ok((inst.idx, st.generation, cb_fail, now, now + latency))
     }
 
     fn unadmit(&self, idx: usize) {
@@ -1064,7 +1069,7 @@ pub unsafe extern "C" fn cpaCyRsaDecrypt(
         Ok(w) => w,
         Err(e) => return e,
     };
-    let (inst, generation, cb_fail, ready_at) = match s.admit(handle) {
+    let (inst, generation, cb_fail, submitted, ready_at) = match s.admit(handle) {
         Ok(v) => v,
         Err(e) => return e,
     };
@@ -1077,7 +1082,7 @@ pub unsafe extern "C" fn cpaCyRsaDecrypt(
         },
         tag: tag as usize,
         opdata: op as usize,
-        submitted: Instant::now(),
+        submitted,
         ready_at,
         cb_fail,
         work: Work::Rsa(work),
@@ -1128,7 +1133,7 @@ pub unsafe extern "C" fn cpaCyEcdsaSignRS(
         Ok(w) => w,
         Err(e) => return e,
     };
-    let (inst, generation, cb_fail, ready_at) = match s.admit(handle) {
+    let (inst, generation, cb_fail, submitted, ready_at) = match s.admit(handle) {
         Ok(v) => v,
         Err(e) => return e,
     };
@@ -1142,7 +1147,7 @@ pub unsafe extern "C" fn cpaCyEcdsaSignRS(
         },
         tag: tag as usize,
         opdata: op as usize,
-        submitted: Instant::now(),
+        submitted,
         ready_at,
         cb_fail,
         work: Work::Ecdsa(work),
