@@ -228,6 +228,7 @@ YAML
   ok=""
   # Up to 60 s: a busy 2-core machine can take long to start Envoy.
   for _ in $(seq 1 600); do
+    kill -0 "${pids[-1]}" 2>/dev/null || break
     if curl -fsS "http://127.0.0.1:$admin_port/ready" 2>/dev/null | grep -q LIVE &&
        curl -fsS -o /dev/null "http://127.0.0.1:$up_port/soft1.gz" 2>/dev/null; then ok=1; break; fi
     sleep 0.1

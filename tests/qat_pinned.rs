@@ -299,12 +299,25 @@ fn read_client_hello(relay: &std::net::TcpListener) -> Vec<u8> {
     conn.set_nonblocking(false).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    let mut record = vec![0u8; 5];
-    conn.read_exact(&mut record).expect("a TLS record header");
-    assert_eq!(record[0], 22, "not a TLS handshake record: {record:?}");
-    let len = u16::from_be_bytes([record[3], record[4]]) as usize;
-    record.resize(5 + len, 0);
-    conn.read_exact(&mut record[5..])
-        .expect("the whole ClientHello record");
-    record
+    // Records until the ClientHello message (4-byte header with a 24-bit length) is whole:
+    // it may span more than one record.
+    let mut records = Vec::new();
+    let mut message = Vec::new();
+    while message.len() < 4
+        || message.len() < 4 + u32::from_be_bytes([0, message[1], message[2], message[3]]) as usize
+    {
+        let mut header = [0u8; 5];
+        conn.read_exact(&mut header).expect("a TLS record header");
+        assert_eq!(header[0], 22, "not a TLS handshake record: {header:?}");
+        let mut body = vec![0u8; u16::from_be_bytes([header[3], header[4]]) as usize];
+        conn.read_exact(&mut body).expect("a whole TLS record");
+        records.extend_from_slice(&header);
+        records.extend_from_slice(&body);
+        message.extend_from_slice(&body);
+        assert_eq!(
+            message[0], 1,
+            "the first handshake message is not a ClientHello"
+        );
+    }
+    records
 }
