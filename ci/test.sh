@@ -5,17 +5,23 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 start=$SECONDS
-ci/deps.sh
+# Each step's wall time, printed at the end: where CI's time goes.
+times=()
+step() {
+  local name=$1 t=$SECONDS
+  shift
+  echo "== $name"
+  "$@"
+  times+=("$(printf '%6d s  %s' $((SECONDS - t)) "$name")")
+}
+step "ci/deps.sh" ci/deps.sh
 export ENVOY_QAT_DEPS="$repo/build/qat-deps"
-echo "== cargo fmt --check"
-cargo fmt --all -- --check
-echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
-cargo test --workspace --locked
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo test" cargo test --workspace --locked
 for suite in ci/test-*.sh; do
   [[ -e "$suite" ]] || continue
-  echo "== $suite"
-  "$suite"
+  step "$suite" "$suite"
 done
+printf '%s\n' "${times[@]}"
 echo "== all tests passed in $((SECONDS - start)) s"
