@@ -37,19 +37,9 @@ fn pick(
 }
 
 /// Run `n` operations, at most `depth` in flight; busy refusals are retried (that is
-/// back-pressure), any other refusal or failure is an outcome.
+/// back-pressure), any other refusal or failure is an outcome. The operations are numbered
+/// `first..first + n`; the number picks the key and the message.
 fn run(
-    engine: &Engine,
-    ec: &Arc<PrivateKey>,
-    rsa: &Arc<PrivateKey>,
-    n: usize,
-    depth: usize,
-) -> Outcome {
-    run_from(engine, ec, rsa, 0, n, depth)
-}
-
-/// [`run`] for operations `first..first + n` (the index picks the key and the message).
-fn run_from(
     engine: &Engine,
     ec: &Arc<PrivateKey>,
     rsa: &Arc<PrivateKey>,
@@ -124,7 +114,7 @@ fn run_until_restart_in_flight(
     };
     let mut total = 0;
     loop {
-        let o = run_from(engine, ec, rsa, total, n, 16);
+        let o = run(engine, ec, rsa, total, n, 16);
         all.ok.extend(o.ok);
         all.err.extend(o.err);
         total += n;
@@ -190,7 +180,7 @@ fn fault_matrix_with_and_without_fallback() {
             let (o, total) = if name == "restart" {
                 run_until_restart_in_flight(&engine, &qat, &ec, &rsa, n)
             } else {
-                (run(&engine, &ec, &rsa, n, 16), n)
+                (run(&engine, &ec, &rsa, 0, n, 16), n)
             };
             let what = format!("{name} fallback={fallback}");
             check_exactly_once(&o, total);
@@ -263,7 +253,7 @@ fn restarting_instance_leaves_rotation_and_returns() {
             start.elapsed() < Duration::from_secs(60),
             "instance never came back"
         );
-        let o = run(&engine, &ec, &rsa, 50, 8);
+        let o = run(&engine, &ec, &rsa, 0, 50, 8);
         check_exactly_once(&o, 50);
         assert!(
             o.err.is_empty(),
