@@ -31,23 +31,8 @@ mkdir -p "$dest"
 # Only what this script makes is removed, never DEST itself.
 rm -rf "$dest/.apt" "$dest/root" "$dest/corpus" "$dest/corpus.txt" "$dest/.complete"
 work="$dest/.apt"
-mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs" "$dest/root" "$dest/corpus"
-mirror=$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null || true) \
-  | grep -E '^(URIs:|deb )' | grep -oE 'https?://[^ ]+/debian/?( |$)' | grep -v security | head -n1 | tr -d ' ' || true)
-mirror=${mirror:-http://deb.debian.org/debian}
-keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-{
-  echo "deb [signed-by=$keyring] ${mirror%/} bookworm main"
-  echo "deb [signed-by=$keyring] ${mirror%/} bookworm-updates main"
-  echo "deb [signed-by=$keyring] ${mirror%/}-security bookworm-security main"
-} > "$work/sources.list"
-aptopts=(-o "Dir::Etc::sourcelist=$work/sources.list" -o "Dir::Etc::sourceparts=-"
-  -o "Dir::State::Lists=$work/lists" -o "Dir::State::status=/dev/null" -o "Dir::Cache=$work/cache"
-  -o "Dir::Cache::archives=$work/cache/archives" -o "Acquire::Retries=3" -q)
-[[ $(id -u) -eq 0 ]] && aptopts+=(-o "APT::Sandbox::User=root")
-apt-get "${aptopts[@]}" update >&2
-(cd "$work/debs" && apt-get "${aptopts[@]}" download "${pkgs[@]}" >&2)
-for deb in "$work/debs"/*.deb; do dpkg -x "$deb" "$dest/root"; done
+mkdir -p "$dest/corpus"
+"$repo/ci/apt-download.sh" "$work" "$dest/root" "bookworm bookworm-updates bookworm-security" "${pkgs[@]}"
 python3 - "$dest/root" "$dest/corpus" <<'PY'
 import os, sys
 root, out = sys.argv[1], sys.argv[2]

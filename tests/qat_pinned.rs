@@ -276,8 +276,8 @@ fn serve_cancels_the_operation_of_a_client_that_closes_mid_handshake() {
     );
 }
 
-/// Accept one connection on `relay` (60 s at most) and read its first TLS record, which
-/// must be a handshake record: a client's ClientHello.
+/// Accept one connection on `relay` (60 s at most) and read the TLS records that carry
+/// its first handshake message, which must be a ClientHello; returns them as read.
 fn read_client_hello(relay: &std::net::TcpListener) -> Vec<u8> {
     use std::io::Read as _;
     use std::time::{Duration, Instant};
@@ -301,11 +301,13 @@ fn read_client_hello(relay: &std::net::TcpListener) -> Vec<u8> {
         .unwrap();
     // Records until the ClientHello message (4-byte header with a 24-bit length) is whole:
     // it may span more than one record.
+    let whole = |m: &[u8]| {
+        m.len() >= 4
+            && m.len() >= 4 + (usize::from(m[1]) << 16 | usize::from(m[2]) << 8 | usize::from(m[3]))
+    };
     let mut records = Vec::new();
     let mut message = Vec::new();
-    while message.len() < 4
-        || message.len() < 4 + u32::from_be_bytes([0, message[1], message[2], message[3]]) as usize
-    {
+    while !whole(&message) {
         let mut header = [0u8; 5];
         conn.read_exact(&mut header).expect("a TLS record header");
         assert_eq!(header[0], 22, "not a TLS handshake record: {header:?}");

@@ -74,8 +74,8 @@
 //! | QATzip fallback 1/6/9 | 4.84/6.00/6.09 | 1.32/1.07/1.05 | 3.9/1.3/0.6x | 1.19/1.03/1.02, 3.6/1.3/0.9x |
 //!
 //! Level 6 against `gzip -6` in 7 interleaved rounds: median 2.04-2.12x by CPU time on the
-//! web corpus (three runs), 1.64-1.65x on the generated one, whose random tenth and low-redundancy text are
-//! where zlib-rs gains least.
+//! web corpus (three runs), 1.64-1.65x on the generated one, whose random tenth and
+//! low-redundancy text are where zlib-rs gains least.
 //!
 //! zlib-rs level 1 compresses much worse than `gzip -1` (it uses a faster, greedier
 //! strategy; on Rust sources 3.76 vs 4.52). **Use level 6** when size matters (within 1%
