@@ -37,7 +37,11 @@ fn main() {
     }
     qat_bindings(&include, &out);
     qatzip_bindings(&include, &out);
-    cxx_glue(&manifest);
+    // Feature "glue" (default): the cxx bridge and cpp/ssl. The dynamic module and a Bazel
+    // build that compiles the C++ itself build the library without it.
+    if env::var_os("CARGO_FEATURE_GLUE").is_some() {
+        cxx_glue(&manifest);
+    }
 }
 
 fn qat_bindings(include: &Path, out: &Path) {

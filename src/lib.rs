@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod bench;
+#[cfg(feature = "glue")]
 pub mod bridge;
 pub mod check;
 pub mod compress;
@@ -11,5 +12,6 @@ pub mod config;
 pub mod engine;
 pub mod key;
 pub mod scheme;
+#[cfg(feature = "glue")]
 pub mod serve;
 pub mod stdio;

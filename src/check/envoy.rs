@@ -445,6 +445,18 @@ fn walk(v: &Value, at: &str, source: &str, out: &mut Vec<Finding>, found: &mut u
                         ),
                     });
                 }
+                Some(super::module::DYNAMIC_MODULE_FILTER_TYPE) => {
+                    *found += 1;
+                    out.push(match super::module::check_dynamic_module_filter(v) {
+                        Ok(s) => Finding::pass(CHECK, format!("{source} {here}: {s}")),
+                        Err(e) => {
+                            let (msg, fix) = e
+                                .split_once('\n')
+                                .unwrap_or((&e, "see README: Stock Envoy, no rebuild"));
+                            Finding::fail(CHECK, format!("{source} {here}: {msg}"), fix)
+                        }
+                    });
+                }
                 _ => {}
             }
             for (k, child) in obj {
@@ -490,7 +502,7 @@ pub fn check_envoy_yaml(text: &str, source: &str, out: &mut Vec<Finding>) {
     if found == 0 {
         out.push(Finding::warn(
             CHECK,
-            format!("{source}: no qat private key provider or qatzip compressor in it"),
+            format!("{source}: no qat private key provider, qatzip compressor or dynamic module filter in it"),
             "add one (see envoy-config/envoy/qat-tls-compression.yaml) or drop --envoy-config",
         ));
     }

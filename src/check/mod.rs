@@ -10,6 +10,7 @@
 
 pub mod envoy;
 pub mod libs;
+pub mod module;
 pub mod node;
 pub mod probe;
 

@@ -6,7 +6,7 @@
 //! trixie libraries fetched by `ci/fetch-qat-deps.sh`, or `libqatzip.so.3` from the
 //! system's search path. libqatzip needs libqat.so.4 and libusdm.so.0; when they sit next
 //! to it they are opened first from that directory, so its NEEDED entries resolve by
-//! soname without `LD_LIBRARY_PATH`. Everything is opened `RTLD_LOCAL | RTLD_DEEPBIND`:
+//! soname without `LD_LIBRARY_PATH`. Everything is opened `RTLD_LOCAL | RTLD_DEEPBIND` (DEEPBIND off in a host with its own allocator, see [`disable_deep_bind`]):
 //! our symbols stay out of the global scope and qatlib binds to its own libcrypto.so.3
 //! first (see DESIGN.md's BoringSSL pitfall). Libraries stay loaded for the life of the
 //! process (qatlib keeps global state; unloading it is not supported).
@@ -107,6 +107,20 @@ pub fn default_path() -> PathBuf {
     PathBuf::from("libqatzip.so.3")
 }
 
+/// Whether libqatzip and its dependencies are opened with `RTLD_DEEPBIND` (default on).
+static DEEP_BIND: AtomicBool = AtomicBool::new(true);
+
+/// Open libqatzip without `RTLD_DEEPBIND` from now on. For a host process that exports its
+/// own `malloc`/`free` and no libcrypto symbols, as Envoy does (tcmalloc, BoringSSL kept
+/// private): with `RTLD_DEEPBIND`, qatlib's libraries would call glibc's `free` on memory
+/// that glibc's own functions took from the host's `malloc`, and Envoy aborts at the
+/// first QATzip session ("free(): invalid pointer", seen with Envoy 1.40). Without it,
+/// qatlib still gets OpenSSL's libcrypto.so.3, since the host exports none of its names.
+/// The Envoy dynamic module calls this when Envoy loads it.
+pub fn disable_deep_bind() {
+    DEEP_BIND.store(false, Ordering::Relaxed);
+}
+
 impl QatzipLib {
     /// Load (once per process) from [`default_path`].
     pub fn load_default() -> Result<Arc<Self>, String> {
@@ -126,7 +140,12 @@ impl QatzipLib {
 
     fn open(path: &Path) -> Result<Self, String> {
         use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
-        let flags = RTLD_NOW | RTLD_LOCAL | libc::RTLD_DEEPBIND;
+        let deep = if DEEP_BIND.load(Ordering::Relaxed) {
+            libc::RTLD_DEEPBIND
+        } else {
+            0
+        };
+        let flags = RTLD_NOW | RTLD_LOCAL | deep;
         let mut deps = Vec::new();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             for dep in ["libusdm.so.0", "libqat.so.4"] {

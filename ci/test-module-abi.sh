@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The dynamic module against the stock Envoy 1.40 binary we ship configs for, at the
+# symbol level: every callback the module calls is exported by that Envoy; every hook that
+# Envoy looks up for an HTTP filter module is exported by the module; the module carries
+# no C++ runtime and no second TLS library; `envoy-qat check` loads it, reads its ABI
+# string and validates filter configs with its own parser (and refuses bad ones).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+export ENVOY_QAT_DEPS="${ENVOY_QAT_DEPS:-$repo/build/qat-deps}"
+fail() { echo "test-module-abi: FAIL: $*" >&2; exit 1; }
+pass() { echo "test-module-abi: ok: $*"; }
+# The Envoy binary itself (build/venv/bin/envoy is a Python entry point that runs it).
+envoy_bin=$("$repo/build/venv/bin/python" -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))' 2>/dev/null) \
+  || fail "stock Envoy not found in build/venv: run ci/deps.sh"
+[[ -x "$envoy_bin" ]] || fail "stock Envoy not found at $envoy_bin: run ci/deps.sh"
+cargo build -q --locked -p envoy-qat-module
+cargo build -q --locked --bin envoy-qat
+target="${CARGO_TARGET_DIR:-$repo/target}/debug"
+so="$target/libenvoy_qat_module.so"
+[[ -f "$so" ]] || fail "$so was not built"
+t=$(mktemp -d)
+trap 'rm -rf "$t"' EXIT
+
+nm -D --defined-only "$envoy_bin" | awk '{print $3}' | sort -u > "$t/envoy-exports"
+nm -D --defined-only "$so" | awk '{print $3}' | sort -u > "$t/module-exports"
+
+# 1. Callbacks: the module resolves them by name at load; each must be in Envoy's exports.
+strings -n 8 "$so" | grep -oE '^envoy_dynamic_module_callback_[a-z0-9_]+' | sort -u > "$t/callbacks"
+n=$(wc -l < "$t/callbacks")
+[[ $n -ge 15 ]] || fail "found only $n callback names in the module"
+missing=$(comm -23 "$t/callbacks" "$t/envoy-exports")
+[[ -z "$missing" ]] || fail "callbacks the module calls that Envoy 1.40 does not export: $missing"
+pass "all $n callbacks the module calls are exported by $(basename "$envoy_bin") 1.40"
+# Nothing is imported from Envoy at link time (a missing symbol would fail dlopen).
+! nm -D --undefined-only "$so" | grep -q envoy_dynamic_module || fail "the module links Envoy symbols directly"
+
+# 2. Hooks: every HTTP-filter hook name in Envoy's binary is exported by the module.
+strings -n 8 "$envoy_bin" | grep -xE 'envoy_dynamic_module_on_(program_init|http_filter_[a-z_]+)' | sort -u > "$t/hooks"
+n=$(wc -l < "$t/hooks")
+[[ $n -ge 25 ]] || fail "found only $n HTTP filter hook names in Envoy"
+missing=$(comm -23 "$t/hooks" "$t/module-exports")
+[[ -z "$missing" ]] || fail "hooks Envoy 1.40 looks up that the module does not export: $missing"
+pass "the module exports all $n HTTP filter hooks Envoy 1.40 looks up"
+# The check command's own list is the same set.
+grep -oE '"envoy_dynamic_module_on_[a-z_]+"' src/check/module.rs | tr -d '"' | sort -u > "$t/check-hooks"
+cmp -s "$t/hooks" "$t/check-hooks" || fail "src/check/module.rs ENVOY_140_HTTP_HOOKS differs from Envoy's: $(diff "$t/hooks" "$t/check-hooks" | head -5)"
+pass "envoy-qat check's hook list matches Envoy 1.40's"
+
+# 3. No C++ runtime, no TLS library inside Envoy.
+needed=$(readelf -d "$so" | awk '/NEEDED/{print $5}' | tr -d '[]' | tr '\n' ' ')
+for bad in libstdc++ libssl libcrypto libqat libqatzip; do
+  [[ "$needed" != *"$bad"* ]] || fail "the module needs $bad ($needed)"
+done
+! nm -D --undefined-only "$so" | grep -qE ' (SSL_|EVP_|_ZNSt|_ZSt|__cxa_(throw|begin_catch|allocate))' || fail "the module imports C++ or TLS symbols"
+pass "module needs only: $needed"
+
+# 4. envoy-qat check: loads the module, reads its ABI string, validates configs with it.
+bin="$target/envoy-qat"
+mk() { # filter_name, json
+  cat > "$t/cfg.yaml" <<YAML
+static_resources:
+  listeners:
+  - filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          http_filters:
+          - name: envoy.filters.http.dynamic_modules
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {name: envoy_qat_module}
+              filter_name: $1
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: '$2'
+YAML
+}
+mk compressor '{"compression_level": 6, "backend": "software"}'
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$target" "$bin" check --envoy-config "$t/cfg.yaml" > "$t/out" 2>&1 || true
+grep -q "envoy-qat-module .* abi v0.2.0 .*config valid" "$t/out" || fail "check did not pass a valid config: $(cat "$t/out")"
+pass "check passes a valid compressor config"
+mk compressor '{"window_bits": 16}'
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$target" "$bin" check --envoy-config "$t/cfg.yaml" > "$t/out" 2>&1 || true
+grep -q 'field \\"window_bits\\": 16 is out of range\|field "window_bits": 16 is out of range' "$t/out" || fail "check did not name window_bits: $(cat "$t/out")"
+pass "check names an out-of-range field"
+mk decompressor '{"max_output_bytes": 1000}'
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$target" "$bin" check --envoy-config "$t/cfg.yaml" > "$t/out" 2>&1 || true
+grep -q "(decompressor): loads.*config valid" "$t/out" || fail "check did not pass a decompressor config: $(cat "$t/out")"
+env -u ENVOY_DYNAMIC_MODULES_SEARCH_PATH "$bin" check --envoy-config "$t/cfg.yaml" > "$t/out" 2>&1 || true
+grep -q "ENVOY_DYNAMIC_MODULES_SEARCH_PATH is not set" "$t/out" || fail "check without a search path: $(cat "$t/out")"
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$t" "$bin" check --envoy-config "$t/cfg.yaml" > "$t/out" 2>&1 || true
+grep -q "libenvoy_qat_module.so does not exist" "$t/out" || fail "check with a wrong search path: $(cat "$t/out")"
+pass "check finds the module on the search path and says when it cannot"
+echo "test-module-abi: all passed"

@@ -1,0 +1,277 @@
+//! The part of Envoy's dynamic-module C ABI this module uses, declared by hand.
+//!
+//! Written from Envoy's `source/extensions/dynamic_modules/abi/abi.h` (read, not copied)
+//! and checked against the stock Envoy 1.40.0 binary: every callback below is exported
+//! by it (`ci/test-module.sh` compares [`CALLBACKS`] with `nm -D`), and the argument
+//! registers of the ones whose layout changed between ABI versions (body chunk counts,
+//! `send_response`'s details, `reset_stream`) were read from its machine code.
+//!
+//! Callbacks are not linked: they are looked up with `dlsym(RTLD_DEFAULT, ...)` when
+//! Envoy loads the module ([`Api::resolve`]). A missing one makes
+//! `envoy_dynamic_module_on_program_init` fail with a log line naming it, so an Envoy
+//! whose ABI moved refuses the module at start-up instead of crashing on a request. It
+//! also keeps the crate's own unit tests linkable without Envoy.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::OnceLock;
+
+/// The ABI version string Envoy 1.40 compares with ours (a mismatch only warns).
+pub const ABI_VERSION: &CStr = c"v0.2.0";
+
+/// A byte range owned by Envoy, valid for the duration of the hook or callback.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EnvoyBuffer {
+    pub ptr: *const c_char,
+    pub length: usize,
+}
+
+impl EnvoyBuffer {
+    pub const fn empty() -> Self {
+        Self {
+            ptr: std::ptr::null(),
+            length: 0,
+        }
+    }
+
+    /// # Safety
+    /// `ptr` must be null or point to `length` readable bytes that stay valid for `'a`.
+    pub unsafe fn as_slice<'a>(&self) -> &'a [u8] {
+        if self.ptr.is_null() || self.length == 0 {
+            &[]
+        } else {
+            // SAFETY: the caller guarantees ptr/length describe live bytes (Envoy's ABI
+            // contract for buffers it hands to a hook or returns from a callback).
+            unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }
+        }
+    }
+}
+
+/// A byte range owned by the module, read by Envoy during the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ModuleBuffer {
+    pub ptr: *const c_char,
+    pub length: usize,
+}
+
+impl ModuleBuffer {
+    pub fn of(b: &[u8]) -> Self {
+        Self {
+            ptr: b.as_ptr().cast(),
+            length: b.len(),
+        }
+    }
+
+    pub const fn null() -> Self {
+        Self {
+            ptr: std::ptr::null(),
+            length: 0,
+        }
+    }
+}
+
+/// A header owned by the module (for `send_response`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ModuleHttpHeader {
+    pub key_ptr: *const c_char,
+    pub key_length: usize,
+    pub value_ptr: *const c_char,
+    pub value_length: usize,
+}
+
+pub type FilterEnvoyPtr = *mut c_void;
+pub type ConfigEnvoyPtr = *mut c_void;
+pub type SchedulerPtr = *mut c_void;
+
+/// `envoy_dynamic_module_type_http_header_type`.
+pub mod header_type {
+    pub const REQUEST_HEADER: u32 = 0;
+    pub const RESPONSE_HEADER: u32 = 2;
+}
+
+/// `envoy_dynamic_module_type_http_body_type`.
+pub mod body_type {
+    pub const RECEIVED_REQUEST: u32 = 0;
+    pub const BUFFERED_REQUEST: u32 = 1;
+    pub const RECEIVED_RESPONSE: u32 = 2;
+    pub const BUFFERED_RESPONSE: u32 = 3;
+}
+
+/// Return values of the header hooks (`FilterHeadersStatus`).
+pub mod headers_status {
+    pub const CONTINUE: u32 = 0;
+    pub const STOP_ITERATION: u32 = 1;
+}
+
+/// Return values of the body hooks (`FilterDataStatus`).
+pub mod body_status {
+    pub const CONTINUE: u32 = 0;
+    pub const STOP_ITERATION_AND_BUFFER: u32 = 1;
+    pub const STOP_ITERATION_AND_WATERMARK: u32 = 2;
+}
+
+/// Return values of the trailer hooks (`FilterTrailersStatus`).
+pub mod trailers_status {
+    pub const CONTINUE: u32 = 0;
+    pub const STOP_ITERATION: u32 = 1;
+}
+
+/// `envoy_dynamic_module_type_log_level`.
+pub mod log_level {
+    pub const TRACE: u32 = 0;
+    pub const DEBUG: u32 = 1;
+    pub const INFO: u32 = 2;
+    pub const WARN: u32 = 3;
+    pub const ERROR: u32 = 4;
+}
+
+/// `envoy_dynamic_module_type_metrics_result` success.
+pub const METRICS_SUCCESS: u32 = 0;
+
+macro_rules! callbacks {
+    ($( $field:ident : fn($($arg:ty),*) $(-> $ret:ty)? ;)*) => {
+        /// Envoy's callbacks, resolved once when the module loads.
+        pub struct Api {
+            $( pub $field: unsafe extern "C" fn($($arg),*) $(-> $ret)?, )*
+        }
+
+        /// The name of every callback the module calls.
+        pub const CALLBACKS: &[&str] = &[
+            $( concat!("envoy_dynamic_module_callback_", stringify!($field)), )*
+        ];
+
+        impl Api {
+            /// Look every callback up in the process (Envoy's exported symbols).
+            /// Err names the first one missing.
+            pub fn resolve() -> Result<Self, String> {
+                Ok(Self {
+                    $( $field: {
+                        let name = concat!("envoy_dynamic_module_callback_", stringify!($field), "\0");
+                        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
+                        // reads the process's symbol tables.
+                        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr().cast()) };
+                        if p.is_null() {
+                            return Err(name.trim_end_matches('\0').to_string());
+                        }
+                        // SAFETY: the symbol is Envoy's callback of this name; its C
+                        // signature is the one declared here (see the module docs).
+                        unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn($($arg),*) $(-> $ret)?>(p) }
+                    }, )*
+                })
+            }
+        }
+    };
+}
+
+callbacks! {
+    log: fn(u32, ModuleBuffer);
+    log_enabled: fn(u32) -> bool;
+    is_validation_mode: fn() -> bool;
+    http_get_header: fn(FilterEnvoyPtr, u32, ModuleBuffer, *mut EnvoyBuffer, usize, *mut usize) -> bool;
+    http_set_header: fn(FilterEnvoyPtr, u32, ModuleBuffer, ModuleBuffer) -> bool;
+    http_get_body_chunks_size: fn(FilterEnvoyPtr, u32) -> usize;
+    http_get_body_chunks: fn(FilterEnvoyPtr, u32, *mut EnvoyBuffer) -> bool;
+    http_get_body_size: fn(FilterEnvoyPtr, u32) -> usize;
+    http_drain_body: fn(FilterEnvoyPtr, u32, usize) -> bool;
+    http_append_body: fn(FilterEnvoyPtr, u32, ModuleBuffer) -> bool;
+    http_send_response: fn(FilterEnvoyPtr, u32, *mut ModuleHttpHeader, usize, ModuleBuffer, ModuleBuffer);
+    http_filter_reset_stream: fn(FilterEnvoyPtr, u32, ModuleBuffer);
+    http_filter_continue_encoding: fn(FilterEnvoyPtr);
+    http_filter_continue_decoding: fn(FilterEnvoyPtr);
+    http_filter_scheduler_new: fn(FilterEnvoyPtr) -> SchedulerPtr;
+    http_filter_scheduler_commit: fn(SchedulerPtr, u64);
+    http_filter_scheduler_delete: fn(SchedulerPtr);
+    http_filter_config_define_counter: fn(ConfigEnvoyPtr, ModuleBuffer, *mut ModuleBuffer, usize, *mut usize) -> u32;
+    http_filter_increment_counter: fn(FilterEnvoyPtr, usize, *mut ModuleBuffer, usize, u64) -> u32;
+}
+
+static API: OnceLock<Result<Api, String>> = OnceLock::new();
+
+/// The resolved callbacks (resolving them on first use).
+pub fn api() -> Result<&'static Api, &'static str> {
+    API.get_or_init(Api::resolve)
+        .as_ref()
+        .map_err(|e| e.as_str())
+}
+
+/// Log through Envoy's logger (the `dynamic_modules` logger id). Does nothing when the
+/// callbacks are not resolved (unit tests).
+pub fn log(level: u32, msg: &str) {
+    if let Ok(api) = api() {
+        // SAFETY: resolved callbacks; the buffer lives for the call.
+        unsafe {
+            if (api.log_enabled)(level) {
+                (api.log)(level, ModuleBuffer::of(msg.as_bytes()));
+            }
+        }
+    }
+}
+
+/// Forwards the core library's `tracing` events (target `envoy_qat::...`) to Envoy's log,
+/// one line per event at the event's level.
+pub struct EnvoyLogWriter {
+    level: u32,
+    line: Vec<u8>,
+}
+
+impl std::io::Write for EnvoyLogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EnvoyLogWriter {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            log(self.level, &format!("envoy-qat: {text}"));
+        }
+    }
+}
+
+/// The `MakeWriter` for [`EnvoyLogWriter`].
+pub struct EnvoyLog;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for EnvoyLog {
+    type Writer = EnvoyLogWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        EnvoyLogWriter {
+            level: log_level::INFO,
+            line: Vec::new(),
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        let level = match *meta.level() {
+            tracing::Level::ERROR => log_level::ERROR,
+            tracing::Level::WARN => log_level::WARN,
+            tracing::Level::INFO => log_level::INFO,
+            tracing::Level::DEBUG => log_level::DEBUG,
+            tracing::Level::TRACE => log_level::TRACE,
+        };
+        EnvoyLogWriter {
+            level,
+            line: Vec::new(),
+        }
+    }
+}
+
+/// Install the forwarding subscriber (once; later calls and a host subscriber win).
+pub fn install_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(EnvoyLog)
+        .with_ansi(false)
+        .without_time()
+        .with_level(false)
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
+}
