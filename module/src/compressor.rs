@@ -27,6 +27,10 @@ use crate::worker::{self, Job, Slot};
 
 const RESP: u32 = header_type::RESPONSE_HEADER;
 
+/// Compressed output held while a chain of jobs runs (the upstream sending faster than
+/// the compressor) before it is sent regardless.
+const HOLD_LIMIT: usize = 256 * 1024;
+
 /// Counters, named like Envoy's compressor filter's, plus which path did the work.
 pub const STATS: &[&str] = &[
     "compressed",
@@ -293,9 +297,11 @@ impl CompressorFilter {
             c.count(s, S::NoAcceptHeader, 1);
             return false;
         };
+        // Envoy registers the compressor for the response unless a Content-Type is there
+        // and not in the list (an empty one is not in the list).
         let ct_ok = s
             .header(RESP, "content-type")
-            .is_none_or(|t| t.is_empty() || c.cfg.content_type_allowed(&t));
+            .is_none_or(|t| c.cfg.content_type_allowed(&t));
         let (decision, used) = choose_encoding(&String::from_utf8_lossy(ae), ct_ok);
         let stat = match decision {
             Decision::Valid if used => S::HeaderCompressorUsed,
@@ -339,6 +345,11 @@ impl CompressorFilter {
         }
         match self.compress_inline(s, &mut input, mode) {
             Ok(()) => {
+                // Output of an earlier job still waiting (see on_scheduled) goes first.
+                if !self.held.is_empty() {
+                    s.append(body_type::RECEIVED_RESPONSE, &self.held);
+                    self.held.clear();
+                }
                 s.append(body_type::RECEIVED_RESPONSE, &input);
                 input.clear();
                 self.scratch = input;
@@ -361,7 +372,10 @@ impl CompressorFilter {
         let mut out = Vec::new();
         match self.compress_inline(s, &mut out, Mode::Finish) {
             Ok(()) => {
-                s.append(body_type::BUFFERED_RESPONSE, &out);
+                // In the trailers hook Envoy hands added data straight to the next filters.
+                let mut all = std::mem::take(&mut self.held);
+                all.extend_from_slice(&out);
+                s.append(body_type::BUFFERED_RESPONSE, &all);
                 trailers_status::CONTINUE
             }
             Err(e) => {
@@ -429,6 +443,13 @@ impl CompressorFilter {
     /// A job finished: its output goes out, and whatever arrived meanwhile is the next job.
     pub fn on_scheduled(&mut self, s: &Stream, event: u64) {
         if event != self.events {
+            abi::log(
+                abi::log_level::WARN,
+                &format!(
+                    "envoy-qat module: stale compression event {event} (current {})",
+                    self.events
+                ),
+            );
             return;
         }
         let Some(slot) = self.inflight.take() else {
@@ -455,12 +476,19 @@ impl CompressorFilter {
         c.count(s, S::AsyncChunks, 1);
         c.publish_paths(s);
         self.held.extend_from_slice(&out);
-        // Bytes that arrived while the job ran wait in Envoy's buffer, raw (our output is
-        // held here, not in that buffer, until iteration continues).
+        if !self.stopped {
+            // Iteration went on while this job ran and no chunk came since (a chunk would
+            // have stopped it): Envoy's buffer is empty and there is no way to send without
+            // a stop to continue from. The output waits for the stream's next chunk,
+            // trailers or end, which are certain to come since the end was not seen.
+            return;
+        }
+        // Envoy's buffer holds only raw bytes that arrived while the job ran: output is kept
+        // here until the moment iteration continues, never mixed into that buffer.
         let mut raw = std::mem::take(&mut self.scratch);
         s.body(body_type::BUFFERED_RESPONSE, &mut raw);
-        s.drain(body_type::BUFFERED_RESPONSE, raw.len());
         if !raw.is_empty() || (self.ended && !self.final_inflight) {
+            s.drain(body_type::BUFFERED_RESPONSE, raw.len());
             let mode = if self.ended {
                 Mode::Finish
             } else {
@@ -470,8 +498,9 @@ impl CompressorFilter {
                 self.fail(s, "cannot queue the chunk for the compression threads");
                 return;
             }
-            if !self.ended {
-                // Send what is compressed so far; later chunks wait for the new job.
+            if !self.ended && self.held.len() >= HOLD_LIMIT {
+                // Bound what waits here: send it now and let the new job run while
+                // iteration goes on (the next chunk stops it again).
                 self.release(s);
             }
             return;
@@ -483,7 +512,10 @@ impl CompressorFilter {
 
     /// Hand the held output to Envoy and resume iteration.
     fn release(&mut self, s: &Stream) {
-        s.append(body_type::BUFFERED_RESPONSE, &self.held);
+        if !s.append(body_type::BUFFERED_RESPONSE, &self.held) {
+            self.fail(s, "Envoy refused the compressed bytes");
+            return;
+        }
         self.held.clear();
         self.continue_if_stopped(s);
     }

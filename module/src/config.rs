@@ -291,11 +291,20 @@ impl DecompressorFilterConfig {
                 "max_output_bytes" => c.max_output_bytes = uint(k, v, 1, 1 << 40)?,
                 "max_inflate_ratio" => c.max_inflate_ratio = uint(k, v, 1, 10_000)?,
                 "advertise_accept_encoding" => c.advertise_accept_encoding = boolean(k, v)?,
+                // Envoy gzip decompressor's fields, accepted and range-checked so its
+                // configs carry over; the decoder takes any window up to 15 bits and
+                // sizes its own output steps.
+                "window_bits" => {
+                    uint(k, v, 9, 15)?;
+                }
+                "chunk_size" => {
+                    uint(k, v, 4096, 65536)?;
+                }
                 other => {
                     return Err(err(
                         other,
                         "unknown field: the decompressor takes max_output_bytes, \
-                         max_inflate_ratio, advertise_accept_encoding",
+                         max_inflate_ratio, advertise_accept_encoding, window_bits, chunk_size",
                     ))
                 }
             }

@@ -104,11 +104,18 @@ impl DecompressorFilter {
                 }
             }
         }
-        let gzip = s.header(REQ, "content-encoding").is_some_and(|v| {
-            String::from_utf8_lossy(&v)
-                .trim()
-                .eq_ignore_ascii_case("gzip")
-        });
+        // As Envoy's decompressor: the first listed coding decides; the rest stays.
+        let (gzip, rest) = match s.header(REQ, "content-encoding") {
+            Some(v) => {
+                let v = String::from_utf8_lossy(&v).to_string();
+                let (first, rest) = v.split_once(',').unwrap_or((&v, ""));
+                (
+                    first.trim().eq_ignore_ascii_case("gzip"),
+                    rest.trim().to_string(),
+                )
+            }
+            None => (false, String::new()),
+        };
         let no_transform = s.header_values(REQ, "cache-control").iter().any(|v| {
             String::from_utf8_lossy(v)
                 .split(',')
@@ -118,7 +125,11 @@ impl DecompressorFilter {
             self.config.count(s, S::NotDecompressed, 1);
             return headers_status::CONTINUE;
         }
-        s.remove_header(REQ, "content-encoding");
+        if rest.is_empty() {
+            s.remove_header(REQ, "content-encoding");
+        } else {
+            s.set_header(REQ, "content-encoding", rest.as_bytes());
+        }
         s.remove_header(REQ, "content-length");
         self.decoder = Some(Decompressor::new(
             Format::Gzip,
@@ -174,6 +185,8 @@ impl DecompressorFilter {
 
     fn finish(&mut self, s: &Stream) -> u32 {
         let r = match self.decoder.as_mut() {
+            // An empty body stays empty (Envoy's decompressor forwards it too).
+            Some(d) if d.total_in() == 0 => Ok(()),
             Some(d) => d.finish(),
             None => Ok(()),
         };
