@@ -229,9 +229,10 @@ impl ProviderConfig {
             BackendChoice::Auto => match self.qat() {
                 Ok(qat) => {
                     tracing::info!(
-                        "private-key backend: QAT ({} instances from {}), software fallback {}",
+                        "private-key backend: QAT ({} instances from {}; {}), software fallback {}",
                         qat.instances(),
                         qat.library(),
+                        qat.inventory(),
                         if self.software_fallback { "on" } else { "off" }
                     );
                     (Arc::new(qat), self.software_fallback.then(|| self.soft()))
@@ -244,9 +245,10 @@ impl ProviderConfig {
             BackendChoice::Qat => match self.qat() {
                 Ok(qat) => {
                     tracing::info!(
-                        "private-key backend: QAT ({} instances from {}), software fallback {}",
+                        "private-key backend: QAT ({} instances from {}; {}), software fallback {}",
                         qat.instances(),
                         qat.library(),
+                        qat.inventory(),
                         if self.software_fallback { "on" } else { "off" }
                     );
                     (Arc::new(qat), self.software_fallback.then(|| self.soft()))

@@ -273,10 +273,46 @@ impl Inst {
     }
 }
 
+/// What qatlib reported at start and what the backend chose.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Crypto instances (`cpaCyGetNumInstances`): generic, sym-only and asym-only.
+    pub crypto: u16,
+    /// Instances able to do symmetric crypto (`cpaGetNumInstances(CRYPTO_SYM)`); None
+    /// when the library lacks `cpaGetNumInstances`.
+    pub sym: Option<u16>,
+    /// Instances able to do asymmetric crypto (RSA, ECDSA): the ones the backend may use.
+    pub asym: u16,
+    /// Compression instances (`cpaGetNumInstances(DATA_COMPRESSION)`), when known.
+    pub dc: Option<u16>,
+    /// How the asymmetric instances were found.
+    pub method: &'static str,
+    /// Names of the instances started and used.
+    pub used: Vec<String>,
+}
+
+impl std::fmt::Display for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opt = |v: Option<u16>| v.map_or("?".to_string(), |n| n.to_string());
+        write!(
+            f,
+            "qatlib reports {} crypto instance(s) ({} sym-capable, {} asym-capable) and {} dc; using {} asym: {} (found by {})",
+            self.crypto,
+            opt(self.sym),
+            self.asym,
+            opt(self.dc),
+            self.used.len(),
+            self.used.join(", "),
+            self.method
+        )
+    }
+}
+
 /// qatlib started in this process.
 pub(crate) struct Runtime {
     pub lib: &'static Lib,
     pub section: String,
+    pub inventory: Inventory,
     pub instances: Vec<Inst>,
     pub users: AtomicUsize,
     pub completions: AtomicUsize,
@@ -371,11 +407,18 @@ fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
             cfg.section, n, status_text(s)
         ));
     }
-    let mut handles: Vec<CpaInstanceHandle> = vec![std::ptr::null_mut(); n as usize];
-    // SAFETY: `handles` has room for `n` handles.
-    let s = unsafe { lib.qat.cpaCyGetInstances(n, handles.as_mut_ptr()) };
-    if s != 0 {
-        return fail(format!("cpaCyGetInstances failed: {}", status_text(s)));
+    let (handles, mut inventory) = match asym_instances(lib, n) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if handles.is_empty() {
+        return fail(format!(
+            "qatlib started (section \"{}\") with {} crypto instance(s), none of them asymmetric ({} sym, 0 asym, {} dc): RSA and ECDSA need asym instances; enable asym on the device (qatlib: ServicesEnabled, or sysfs qat/cfg_services e.g. \"asym;dc\" or \"sym;asym\") and give this container a qat.intel.com/cy VF",
+            cfg.section,
+            inventory.crypto,
+            inventory.sym.map_or("?".into(), |v| v.to_string()),
+            inventory.dc.map_or("?".into(), |v| v.to_string()),
+        ));
     }
     let want = if cfg.max_instances == 0 {
         handles.len()
@@ -406,6 +449,7 @@ fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
             tracing::warn!(instance = %name, status = %status_text(s), "cpaCyStartInstance failed; instance skipped");
             continue;
         }
+        inventory.used.push(name.clone());
         instances.push(Inst {
             handle: h as usize,
             name,
@@ -421,10 +465,96 @@ fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
     Ok(Runtime {
         lib,
         section: cfg.section.clone(),
+        inventory,
         instances,
         users: AtomicUsize::new(1),
         completions: AtomicUsize::new(0),
         stopped: AtomicBool::new(false),
         epoch: Instant::now(),
     })
+}
+
+fn num_of(lib: &Lib, svc: sys::CpaAccelerationServiceType) -> u16 {
+    let mut n: u16 = 0;
+    // SAFETY: `n` is a valid, writable Cpa16U; the function exists (checked by the caller).
+    let s = unsafe { lib.qat.cpaGetNumInstances(svc, &mut n) };
+    // qatlib answers an error when no device offers the service at all.
+    if s == 0 {
+        n
+    } else {
+        0
+    }
+}
+
+/// The crypto instances able to do RSA and ECDSA, and what qatlib reported.
+///
+/// On a Gen4 crypto VF qatmgr splits the rings into sym-only and asym-only instances and
+/// `cpaCyGetInstances` returns both; RSA or ECDSA on a sym-only one fails with
+/// CPA_STATUS_FAIL (qatlib's SAL_CHECK_INSTANCE_TYPE). qatlib's `cpaGetInstances(
+/// CPA_ACC_SVC_TYPE_CRYPTO_ASYM)` returns the asym instances, or the generic crypto ones
+/// of devices without the split. A library without it: every crypto instance whose
+/// `cpaCyQueryCapabilities` says RSA (as Intel's QAT_Engine filters).
+fn asym_instances(lib: &Lib, crypto: u16) -> Result<(Vec<CpaInstanceHandle>, Inventory), String> {
+    const ASYM: sys::CpaAccelerationServiceType =
+        sys::_CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO_ASYM;
+    const SYM: sys::CpaAccelerationServiceType =
+        sys::_CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO_SYM;
+    const DC: sys::CpaAccelerationServiceType =
+        sys::_CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_DATA_COMPRESSION;
+    let mut inv = Inventory {
+        crypto,
+        ..Inventory::default()
+    };
+    if lib.qat.cpaGetNumInstances.is_ok() && lib.qat.cpaGetInstances.is_ok() {
+        inv.method = "cpaGetInstances(CPA_ACC_SVC_TYPE_CRYPTO_ASYM)";
+        inv.sym = Some(num_of(lib, SYM));
+        inv.dc = Some(num_of(lib, DC));
+        let n = num_of(lib, ASYM);
+        inv.asym = n;
+        if n == 0 {
+            return Ok((Vec::new(), inv));
+        }
+        let mut handles: Vec<CpaInstanceHandle> = vec![std::ptr::null_mut(); n as usize];
+        // SAFETY: `handles` has room for `n` handles.
+        let s = unsafe { lib.qat.cpaGetInstances(ASYM, n, handles.as_mut_ptr()) };
+        if s != 0 {
+            return Err(format!(
+                "cpaGetInstances(CPA_ACC_SVC_TYPE_CRYPTO_ASYM, {n}) failed: {}",
+                status_text(s)
+            ));
+        }
+        return Ok((handles, inv));
+    }
+    let mut handles: Vec<CpaInstanceHandle> = vec![std::ptr::null_mut(); crypto as usize];
+    // SAFETY: `handles` has room for `crypto` handles.
+    let s = unsafe { lib.qat.cpaCyGetInstances(crypto, handles.as_mut_ptr()) };
+    if s != 0 {
+        return Err(format!("cpaCyGetInstances failed: {}", status_text(s)));
+    }
+    if lib.qat.cpaCyQueryCapabilities.is_err() {
+        inv.method = "cpaCyGetInstances (no capability query in this library: all assumed asym)";
+        inv.asym = crypto;
+        return Ok((handles, inv));
+    }
+    inv.method = "cpaCyQueryCapabilities";
+    let (mut sym, mut asym) = (0u16, Vec::new());
+    for h in handles {
+        let mut caps = sys::CpaCyCapabilitiesInfo::default();
+        // SAFETY: a handle from cpaCyGetInstances and a writable capabilities struct.
+        let s = unsafe { lib.qat.cpaCyQueryCapabilities(h, &mut caps) };
+        if s != 0 {
+            continue;
+        }
+        if caps.symSupported == sys::_CpaBoolean_CPA_TRUE {
+            sym += 1;
+        }
+        if caps.rsaSupported == sys::_CpaBoolean_CPA_TRUE
+            && caps.ecdsaSupported == sys::_CpaBoolean_CPA_TRUE
+        {
+            asym.push(h);
+        }
+    }
+    inv.sym = Some(sym);
+    inv.asym = asym.len() as u16;
+    Ok((asym, inv))
 }

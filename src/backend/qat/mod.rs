@@ -53,7 +53,7 @@ use crate::scheme::RawOp;
 use loader::{status_text, Inst, Runtime};
 use sys::{CpaFlatBuffer, CpaStatus};
 
-pub use loader::{ENV_LIB, ENV_LIB_DIR, ENV_USDM_LIB, LIBQAT, LIBUSDM};
+pub use loader::{Inventory, ENV_LIB, ENV_LIB_DIR, ENV_USDM_LIB, LIBQAT, LIBUSDM};
 
 /// Default qatlib configuration section (upstream Envoy and qatlib's samples use "SSL").
 pub const DEFAULT_SECTION: &str = "SSL";
@@ -106,6 +106,7 @@ struct Counters {
     evictions: AtomicU64,
     readmissions: AtomicU64,
     reclaimed: AtomicU64,
+    request_errors: AtomicU64,
 }
 
 /// A copy of the QAT backend's counters.
@@ -131,6 +132,10 @@ pub struct QatStats {
     pub readmissions: u64,
     /// Operations never answered by the device, ended and freed at shutdown.
     pub reclaimed: u64,
+    /// Requests qatlib or the device refused for their own content
+    /// (`CPA_STATUS_INVALID_PARAM`, an ECDSA signStatus of false, an RSA input not below
+    /// the modulus): failed alone, never counted against the instance.
+    pub request_errors: u64,
     /// Operations in the device now.
     pub outstanding: u64,
     /// Pinned blocks allocated (`qaeMemAllocNUMA`) since the backend started: one per
@@ -152,7 +157,7 @@ impl std::fmt::Display for QatStats {
         write!(
             f,
             "submitted={} completed={} retries={} busy={} submit_failures={} callback_failures={} \
-             restarting={} evictions={} readmissions={} reclaimed={} outstanding={} \
+             restarting={} evictions={} readmissions={} reclaimed={} request_errors={} outstanding={} \
              pinned_allocs={} pinned_alloc_bytes={} pinned_alloc_failures={} \
              pinned_outstanding={} pinned_outstanding_bytes={}",
             self.submitted,
@@ -165,6 +170,7 @@ impl std::fmt::Display for QatStats {
             self.evictions,
             self.readmissions,
             self.reclaimed,
+            self.request_errors,
             self.outstanding,
             self.pinned_allocs,
             self.pinned_alloc_bytes,
@@ -261,6 +267,12 @@ impl QatBackend {
         self.shared.rt.instances.len()
     }
 
+    /// What qatlib reported at start (sym / asym / dc instances) and which instances
+    /// the backend uses.
+    pub fn inventory(&self) -> &Inventory {
+        &self.shared.rt.inventory
+    }
+
     /// Instances out of rotation now.
     pub fn instances_down(&self) -> usize {
         self.shared
@@ -294,6 +306,7 @@ impl QatBackend {
             evictions: l(&c.evictions),
             readmissions: l(&c.readmissions),
             reclaimed: l(&c.reclaimed),
+            request_errors: l(&c.request_errors),
             outstanding: lock(&self.shared.outstanding).len() as u64,
             pinned_allocs,
             pinned_alloc_bytes,
@@ -491,6 +504,15 @@ fn build(
             if input.len() != k {
                 return Err(bad("RSA input is not the modulus length"));
             }
+            // qatlib checks 0 < c < n only for a type-1 key; with CRT the device would
+            // return (c mod n)^d. A TLS 1.2 client can send any ciphertext: refuse it, as
+            // BoringSSL's own RSA does.
+            let n = fit(&key.n().to_be_bytes(), k).ok_or_else(|| bad("modulus size"))?;
+            if input.as_slice() >= n.as_slice() {
+                return Err(bad(
+                    "RSA input is not below the modulus (malformed ciphertext)",
+                ));
+            }
             let half = k / 2;
             let crt = (|| {
                 let primes = key.primes();
@@ -642,7 +664,14 @@ unsafe fn submit_to(ctx: *mut OpCtx, inst: &Inst) -> Submit {
 
 /// End an operation from its callback: copy the result out, free the pinned block,
 /// then complete the job.
-fn finish(mut ctx: Box<OpCtx>, result: Result<Vec<u8>, String>) {
+/// How an operation failed: the instance's fault (counted toward eviction) or the
+/// request's own (qatlib's parameter checks, a signStatus of false): that request alone.
+enum Failure {
+    Instance(String),
+    Request(String),
+}
+
+fn finish(mut ctx: Box<OpCtx>, result: Result<Vec<u8>, Failure>) {
     let shared = Arc::clone(&ctx.shared);
     lock(&shared.outstanding).remove(&(&*ctx as *const OpCtx as usize));
     shared.rt.completions.fetch_add(1, Ordering::Relaxed);
@@ -656,14 +685,20 @@ fn finish(mut ctx: Box<OpCtx>, result: Result<Vec<u8>, String>) {
                 tracing::info!(instance = %inst.name, "QAT instance answered its probe; back in rotation");
             }
         }
-        Err(why) => {
+        Err(Failure::Instance(why)) => {
             c.callback_failures.fetch_add(1, Ordering::Relaxed);
             if inst.failed(&shared.rt, false) {
                 c.evictions.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(instance = %inst.name, %why, "QAT instance failing; out of rotation");
             }
         }
+        Err(Failure::Request(_)) => {
+            c.request_errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
+    let result = result.map_err(|f| match f {
+        Failure::Instance(why) | Failure::Request(why) => why,
+    });
     let job = ctx.job.take();
     drop(ctx.mem.take());
     drop(ctx);
@@ -684,10 +719,14 @@ unsafe extern "C" fn rsa_cb(
         let ctx = unsafe { Box::from_raw(tag.cast::<OpCtx>()) };
         let result = match (&ctx.data, status) {
             (OpData::Rsa { out, .. }, 0) => Ok(read_flat(out)),
-            (_, s) => Err(format!(
+            (_, sys::CPA_STATUS_INVALID_PARAM) => Err(Failure::Request(format!(
+                "cpaCyRsaDecrypt callback status {}: the device refused this request",
+                status_text(status)
+            ))),
+            (_, s) => Err(Failure::Instance(format!(
                 "cpaCyRsaDecrypt callback status {}",
                 status_text(s)
-            )),
+            ))),
         };
         finish(ctx, result);
     });
@@ -713,10 +752,16 @@ unsafe extern "C" fn ecdsa_cb(
                 v.extend_from_slice(&read_flat(s));
                 Ok(v)
             }
-            (_, s, ok) => Err(format!(
+            // The device ran and said this signature did not work out (or refused the
+            // request's values): this request's fault, not the instance's.
+            (_, s @ (0 | sys::CPA_STATUS_INVALID_PARAM), ok) => Err(Failure::Request(format!(
                 "cpaCyEcdsaSignRS callback status {}, signStatus {ok}",
                 status_text(s)
-            )),
+            ))),
+            (_, s, ok) => Err(Failure::Instance(format!(
+                "cpaCyEcdsaSignRS callback status {}, signStatus {ok}",
+                status_text(s)
+            ))),
         };
         finish(ctx, result);
     });
@@ -811,6 +856,17 @@ impl Backend for QatBackend {
                         c.evictions.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(instance = %inst.name, "QAT instance restarting; out of rotation");
                     }
+                }
+                Submit::Failed(s @ sys::CPA_STATUS_INVALID_PARAM) => {
+                    // qatlib's parameter checks refused this request (an unusual key or
+                    // input): it fails alone; the instance is fine.
+                    c.request_errors.fetch_add(1, Ordering::Relaxed);
+                    error = Some(OpError::Failed(format!(
+                        "QAT instance {} refused this request: {} (qatlib's parameter checks: the key or input is not one the device takes)",
+                        inst.name,
+                        status_text(s)
+                    )));
+                    break;
                 }
                 Submit::Failed(s) => {
                     c.submit_failures.fetch_add(1, Ordering::Relaxed);

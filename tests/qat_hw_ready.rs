@@ -1,0 +1,211 @@
+//! What real QAT hardware and qatlib do that a lenient simulator hid (issue 15), on
+//! tests/qat-sim made as strict as qatlib's sources: typed instances (a Gen4 crypto VF
+//! carries sym-only and asym-only instances, and qatlib refuses RSA/ECDSA on a sym one),
+//! qatlib's RSA parameter checks (a per-request error, not an instance fault), responses
+//! that never arrive and device resets nobody announces (per-operation deadlines).
+
+#[path = "qat-sim/testutil.rs"]
+mod testutil;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use envoy_qat::backend::qat::QatBackend;
+use envoy_qat::engine::EngineError;
+use envoy_qat::key::PrivateKey;
+use envoy_qat::scheme::{Operation, SignatureScheme};
+use testutil::*;
+
+const EC: SignatureScheme = SignatureScheme::EcdsaSecp256r1Sha256;
+const RSA: SignatureScheme = SignatureScheme::RsaPssRsaeSha256;
+
+/// Sign `n` messages alternating ECDSA and RSA; every one must verify with openssl.
+fn sign_all(
+    engine: &envoy_qat::engine::Engine,
+    dir: &Path,
+    ec: &Arc<PrivateKey>,
+    rsa: &Arc<PrivateKey>,
+    n: usize,
+) {
+    for i in 0..n {
+        let (key, scheme) = if i % 2 == 0 { (ec, EC) } else { (rsa, RSA) };
+        let msg = format!("hw-ready {i}");
+        let sig = engine
+            .submit(key, Operation::Sign(scheme), msg.as_bytes())
+            .and_then(|p| p.wait())
+            .unwrap_or_else(|e| panic!("op {i} ({scheme}): {e}"));
+        let (ok, why) = openssl_verify(dir, key, scheme, msg.as_bytes(), &sig);
+        assert!(ok, "op {i}: openssl rejects the signature: {why}");
+    }
+}
+
+/// An RSA key of `bits` bits made by openssl (sizes qatlib may refuse included).
+fn rsa_key_bits(dir: &Path, bits: usize) -> Arc<PrivateKey> {
+    let path = dir.join(format!("rsa{bits}.pem"));
+    let out = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+        .arg(format!("rsa_keygen_bits:{bits}"))
+        .arg("-out")
+        .arg(&path)
+        .output()
+        .expect("run openssl (install openssl)");
+    assert!(out.status.success(), "openssl genpkey rsa {bits}: {out:?}");
+    Arc::new(PrivateKey::from_file(&path).expect("parse openssl's key"))
+}
+
+#[test]
+fn only_asymmetric_instances_are_used() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, ec) = openssl_key(dir.path(), "p256");
+    let (_, rsa) = openssl_key(dir.path(), "rsa2048");
+    let wrong = sim().counter("wrong_type");
+    // A Gen4 crypto VF as qatmgr splits it, plus a compression instance.
+    let qat = backend("types=sym+asym+sym+asym+dc,ring=64");
+    assert_eq!(
+        qat.instances(),
+        2,
+        "only the asym instances: {}",
+        qat.inventory()
+    );
+    let inv = qat.inventory().to_string();
+    for want in ["4 crypto", "2 sym", "2 asym", "1 dc", "using 2"] {
+        assert!(inv.contains(want), "inventory says {want:?}: {inv}");
+    }
+    // Without software fallback, any request on a sym instance would fail.
+    let engine = engine(&qat, false);
+    sign_all(&engine, dir.path(), &ec, &rsa, 40);
+    let q = qat.stats();
+    assert_eq!(
+        sim().counter("wrong_type"),
+        wrong,
+        "a request went to a sym instance"
+    );
+    assert_eq!(q.evictions, 0, "{q}");
+    assert_eq!(q.completed, 40, "{q}");
+    engine.shutdown();
+}
+
+#[test]
+fn generic_crypto_instances_still_serve() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, ec) = openssl_key(dir.path(), "p256");
+    let (_, rsa) = openssl_key(dir.path(), "rsa2048");
+    // Gen2 / 4xxx "cy" instances carry both services.
+    let qat = backend("types=cy+cy");
+    assert_eq!(qat.instances(), 2, "{}", qat.inventory());
+    let engine = engine(&qat, false);
+    sign_all(&engine, dir.path(), &ec, &rsa, 8);
+    engine.shutdown();
+}
+
+#[test]
+fn a_vf_without_asym_instances_is_unavailable_with_a_reason() {
+    let _g = serial();
+    sim().configure("types=sym+sym+dc");
+    let err = QatBackend::new(&sim_config()).expect_err("no asym instance: unavailable");
+    for want in ["asym", "2 sym", "1 dc", "cfg_services"] {
+        assert!(err.contains(want), "reason names {want:?}: {err}");
+    }
+    // Nothing was left started: the next backend starts afresh.
+    let qat = backend("types=asym");
+    assert_eq!(qat.instances(), 1);
+}
+
+#[test]
+fn a_request_qatlib_refuses_fails_alone_and_evicts_nothing() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, ec) = openssl_key(dir.path(), "p256");
+    // 2064 bits: a valid RSA key, but not an operation size qatlib accepts
+    // (LacRsa_IsValidRsaSize), so every request with it is INVALID_PARAM at submit.
+    let odd = rsa_key_bits(dir.path(), 2064);
+    let rejects = sim().counter("rsa_param_rejects");
+    let qat = backend("instances=1,ring=64");
+    let engine = engine(&qat, true);
+    for i in 0..6 {
+        let msg = format!("odd key {i}");
+        let sig = engine
+            .submit(&odd, Operation::Sign(RSA), msg.as_bytes())
+            .and_then(|p| p.wait())
+            .unwrap_or_else(|e| panic!("odd key op {i}: the fallback signs it: {e}"));
+        let (ok, why) = openssl_verify(dir.path(), &odd, RSA, msg.as_bytes(), &sig);
+        assert!(ok, "{why}");
+    }
+    assert!(sim().counter("rsa_param_rejects") - rejects >= 6);
+    let q = qat.stats();
+    assert_eq!(
+        q.evictions, 0,
+        "a per-request error evicted the instance: {q}"
+    );
+    assert_eq!(qat.instances_down(), 0);
+    // The instance still serves other requests on the device, at once.
+    let before = q.completed;
+    engine
+        .submit(&ec, Operation::Sign(EC), b"after")
+        .and_then(|p| p.wait())
+        .expect("ECDSA on QAT");
+    assert_eq!(qat.stats().completed, before + 1, "{}", qat.stats());
+    assert_eq!(engine.stats().fallbacks, 6);
+    engine.shutdown();
+}
+
+#[test]
+fn ciphertext_not_below_the_modulus_is_refused_not_wrapped() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, rsa) = openssl_key(dir.path(), "rsa2048");
+    let qat = backend("instances=1");
+    let engine = engine(&qat, false);
+    // qatlib does not check c < n for a CRT key: the device would return
+    // (c mod n)^d. BoringSSL's own RSA refuses such a ciphertext; so must we.
+    let c = vec![0xffu8; 256];
+    for _ in 0..4 {
+        let r = engine
+            .submit(&rsa, Operation::Decrypt, &c)
+            .and_then(|p| p.wait());
+        match r {
+            Err(EngineError::Backend { error, .. }) => {
+                assert!(error.to_string().contains("modulus"), "{error}")
+            }
+            other => panic!("ciphertext >= n must fail: {other:?}"),
+        }
+    }
+    let q = qat.stats();
+    assert_eq!(q.evictions, 0, "{q}");
+    assert_eq!(qat.instances_down(), 0);
+    engine.shutdown();
+}
+
+#[test]
+fn check_probe_reports_instance_types() {
+    let _g = serial();
+    let d = tmp();
+    for name in ["libqat.so.4", "libusdm.so.0"] {
+        std::os::unix::fs::symlink(sim_path(), d.path().join(name)).unwrap();
+    }
+    let probe_cy = |list: &str| {
+        sim().configure(list);
+        let mut out = Vec::new();
+        envoy_qat::check::probe::probe(&[d.path().to_path_buf()], false, &mut out);
+        out.into_iter()
+            .find(|f| f.check == "probe cy")
+            .expect("a probe cy finding")
+    };
+    let f = probe_cy("types=sym+asym+asym+dc");
+    assert_eq!(f.status, envoy_qat::check::Status::Pass, "{f:?}");
+    assert!(
+        f.detail
+            .contains("3 crypto instance(s): 1 sym, 2 asym, 1 dc"),
+        "{f:?}"
+    );
+    let f = probe_cy("types=sym+dc");
+    assert_eq!(f.status, envoy_qat::check::Status::Fail, "{f:?}");
+    assert!(f.detail.contains("none can do RSA or ECDSA"), "{f:?}");
+    assert!(
+        f.fix.as_deref().is_some_and(|x| x.contains("asym")),
+        "{f:?}"
+    );
+}
