@@ -209,3 +209,166 @@ fn check_probe_reports_instance_types() {
         "{f:?}"
     );
 }
+
+/// A QAT backend on the simulator with a short per-operation deadline.
+fn backend_with_deadline(list: &str, ms: u64) -> Arc<QatBackend> {
+    sim().configure(list);
+    let cfg = envoy_qat::backend::qat::QatConfig {
+        op_timeout: std::time::Duration::from_millis(ms),
+        ..sim_config()
+    };
+    Arc::new(QatBackend::new(&cfg).expect("QAT backend on qat-sim"))
+}
+
+/// Run `n` ECDSA operations (at most `depth` in flight); every one must end exactly
+/// once, within a generous bound (the test never asserts on timing, only that nothing
+/// stays in flight for ever). Returns (successes, failures).
+fn run_ec(
+    engine: &envoy_qat::engine::Engine,
+    ec: &Arc<PrivateKey>,
+    n: usize,
+    depth: usize,
+) -> (usize, Vec<EngineError>) {
+    use envoy_qat::engine::Completion;
+    let mut pending = Vec::new();
+    let (mut ok, mut err, mut i) = (0, Vec::new(), 0);
+    let bound = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while i < n || !pending.is_empty() {
+        assert!(
+            std::time::Instant::now() < bound,
+            "operations never ended: {} in flight; {}",
+            pending.len(),
+            engine.stats()
+        );
+        while i < n && pending.len() < depth {
+            match engine.submit(ec, Operation::Sign(EC), format!("op {i}").as_bytes()) {
+                Ok(p) => pending.push(p),
+                Err(e) => err.push(e),
+            }
+            i += 1;
+        }
+        let before = pending.len();
+        pending.retain_mut(|p| match p.try_complete() {
+            Completion::NotReady => true,
+            Completion::Ready(_) => {
+                ok += 1;
+                false
+            }
+            Completion::Failed(e) => {
+                err.push(e);
+                false
+            }
+        });
+        if pending.len() == before {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    (ok, err)
+}
+
+#[test]
+fn lost_responses_fail_over_at_the_deadline_and_stay_quarantined() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, ec) = openssl_key(dir.path(), "p256");
+    let base = sim().counter("mem_outstanding");
+    let lost = sim().counter("lost");
+    // One response in five never arrives; the deadline is 200 ms.
+    let qat = backend_with_deadline("instances=2,ring=64,lost=0.2,seed=11", 200);
+    let engine = engine(&qat, true);
+    let (ok, err) = run_ec(&engine, &ec, 100, 8);
+    assert!(
+        err.is_empty(),
+        "with fallback nothing fails: {:?}",
+        err.first()
+    );
+    assert_eq!(ok, 100);
+    let s = engine.stats();
+    assert_eq!((s.completed, s.in_flight), (100, 0), "{s:?}");
+    let q = qat.stats();
+    let lost = sim().counter("lost") - lost;
+    assert!(lost > 0, "the fault must show");
+    assert_eq!(q.expired, lost, "every lost response expired once: {q}");
+    assert!(s.fallbacks >= q.expired, "{s:?} {q}");
+    assert!(q.evictions > 0, "{q}");
+    // Their memory is still held: the device could still write it.
+    assert_eq!(q.quarantined, q.expired - q.late_answers, "{q}");
+    assert!(
+        q.quarantined_bytes > 0 && q.pinned_outstanding >= q.quarantined,
+        "{q}"
+    );
+    engine.shutdown();
+    let q = qat.stats();
+    assert_eq!((q.quarantined, q.quarantined_bytes), (0, 0), "{q}");
+    drop(engine);
+    drop(qat);
+    assert_eq!(
+        sim().counter("mem_outstanding"),
+        base,
+        "pinned memory leaked"
+    );
+}
+
+#[test]
+fn lost_response_without_fallback_fails_with_a_reason() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, ec) = openssl_key(dir.path(), "p256");
+    let qat = backend_with_deadline("instances=1,lost=1.0", 100);
+    let engine = engine(&qat, false);
+    let e = engine
+        .submit(&ec, Operation::Sign(EC), b"never answered")
+        .and_then(|p| p.wait())
+        .expect_err("no answer: the operation fails at the deadline");
+    assert!(e.to_string().contains("no answer within 100 ms"), "{e}");
+    assert_eq!(
+        qat.instances_down(),
+        1,
+        "the silent instance leaves the rotation"
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn silent_device_reset_is_survived_and_the_instance_returns() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, ec) = openssl_key(dir.path(), "p256");
+    let base = sim().counter("mem_outstanding");
+    let resets = sim().counter("resets");
+    // Instance 0 is reset every 150 ms without telling anyone; a 5 ms device latency
+    // keeps operations on it when that happens. Instance 1 is healthy.
+    let qat = backend_with_deadline(
+        "instances=2,ring=64,fault_instances=0,reset_every_ms=150,latency_us=5000",
+        100,
+    );
+    let engine = engine(&qat, true);
+    let mut total = 0;
+    let bound = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Until a reset caught operations on the device and the instance came back.
+    while qat.stats().expired == 0 || qat.stats().readmissions == 0 {
+        assert!(std::time::Instant::now() < bound, "{}", qat.stats());
+        let (ok, err) = run_ec(&engine, &ec, 50, 8);
+        assert!(
+            err.is_empty(),
+            "with fallback nothing fails: {:?}",
+            err.first()
+        );
+        assert_eq!(ok, 50);
+        total += 50;
+    }
+    assert!(sim().counter("resets") > resets);
+    let s = engine.stats();
+    assert_eq!(
+        s.completed as usize, total,
+        "each operation ended exactly once"
+    );
+    engine.shutdown();
+    drop(engine);
+    drop(qat);
+    assert_eq!(
+        sim().counter("mem_outstanding"),
+        base,
+        "pinned memory leaked"
+    );
+}

@@ -237,6 +237,8 @@ pub(crate) struct Inst {
     fails: AtomicU32,
     /// Out of rotation until this time (ms since the runtime started; 0 = in rotation).
     down_until_ms: std::sync::atomic::AtomicU64,
+    /// An instance out of rotation takes one probe operation at a time.
+    probing: AtomicBool,
 }
 
 impl Inst {
@@ -250,6 +252,29 @@ impl Inst {
         until == 0 || rt.now_ms() >= until
     }
 
+    /// Take this instance for one operation: Some(false) in rotation, Some(true) as
+    /// the one probe of an instance due for it, None when it is out of rotation (or its
+    /// probe is on the device already).
+    pub fn claim(&self, rt: &Runtime) -> Option<bool> {
+        let until = self.down_until_ms.load(Ordering::Acquire);
+        if until == 0 {
+            return Some(false);
+        }
+        if rt.now_ms() < until {
+            return None;
+        }
+        self.probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| true)
+    }
+
+    /// A probe ended without telling whether the instance works (refused at submit, a
+    /// per-request error): the next operation may probe.
+    pub fn end_probe(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
     pub fn is_down(&self) -> bool {
         self.down_until_ms.load(Ordering::Acquire) != 0
     }
@@ -257,19 +282,24 @@ impl Inst {
     /// A success: back in rotation. Returns true when it was out.
     pub fn ok(&self) -> bool {
         self.fails.store(0, Ordering::Relaxed);
-        self.down_until_ms.swap(0, Ordering::AcqRel) != 0
+        let was = self.down_until_ms.swap(0, Ordering::AcqRel) != 0;
+        self.probing.store(false, Ordering::Release);
+        was
     }
 
     /// A failure; `evict` takes it out at once (restarting). Returns true when this
     /// took it out of rotation.
     pub fn failed(&self, rt: &Runtime, evict: bool) -> bool {
         let n = self.fails.fetch_add(1, Ordering::AcqRel) + 1;
-        if evict || n >= FAILS_TO_EVICT {
+        // A failed probe sends an instance that is out of rotation back out at once.
+        let r = if evict || n >= FAILS_TO_EVICT || self.is_down() {
             let until = rt.now_ms() + PROBE_AFTER.as_millis() as u64;
             self.down_until_ms.swap(until.max(1), Ordering::AcqRel) == 0
         } else {
             false
-        }
+        };
+        self.probing.store(false, Ordering::Release);
+        r
     }
 }
 
@@ -455,6 +485,7 @@ fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
             name,
             fails: AtomicU32::new(0),
             down_until_ms: std::sync::atomic::AtomicU64::new(0),
+            probing: AtomicBool::new(false),
         });
     }
     if instances.is_empty() {
