@@ -372,3 +372,119 @@ fn silent_device_reset_is_survived_and_the_instance_returns() {
         "pinned memory leaked"
     );
 }
+
+#[test]
+fn pinned_memory_is_allocated_on_the_instance_node() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, ec) = openssl_key(dir.path(), "p256");
+    let (_, rsa) = openssl_key(dir.path(), "rsa2048");
+    let mismatch = sim().counter("numa_mismatch");
+    // Two instances on two sockets (nodeAffinity 0 and 1), as on a 2-socket host.
+    let qat = backend("instances=2,nodes=0+1,ring=64");
+    let engine = engine(&qat, false);
+    sign_all(&engine, dir.path(), &ec, &rsa, 20);
+    assert_eq!(
+        sim().counter("numa_mismatch"),
+        mismatch,
+        "buffers were allocated on another node than their instance's"
+    );
+    engine.shutdown();
+}
+
+/// The simulator's exported qatlib start/stop, called as another user of qatlib in the
+/// same process (QATzip starts qatlib too) would.
+fn sim_start_stop() -> (
+    libloading::Symbol<'static, unsafe extern "C" fn(*const std::ffi::c_char) -> i32>,
+    libloading::Symbol<'static, unsafe extern "C" fn() -> i32>,
+) {
+    static LIB: std::sync::OnceLock<libloading::Library> = std::sync::OnceLock::new();
+    // SAFETY: the simulator has no initialisers with preconditions.
+    let lib = LIB.get_or_init(|| unsafe { libloading::Library::new(sim_path()) }.unwrap());
+    // SAFETY: the simulator's exports with qatlib's signatures.
+    unsafe {
+        (
+            lib.get(b"icp_sal_userStart\0").unwrap(),
+            lib.get(b"icp_sal_userStop\0").unwrap(),
+        )
+    }
+}
+
+#[test]
+fn qatlib_start_is_shared_with_another_user_of_the_process() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, ec) = openssl_key(dir.path(), "p256");
+    let (start, stop) = sim_start_stop();
+    let qat = backend("instances=1");
+    assert_eq!(sim().counter("start_refs"), 1);
+    // Another user starts qatlib again (any section name): qatlib counts it.
+    // SAFETY: a NUL-terminated string.
+    assert_eq!(unsafe { start(c"SHIM".as_ptr()) }, 0);
+    assert_eq!(sim().counter("start_refs"), 2);
+    let engine = engine(&qat, false);
+    engine
+        .submit(&ec, Operation::Sign(EC), b"shared")
+        .and_then(|p| p.wait())
+        .expect("sign");
+    engine.shutdown();
+    drop(engine);
+    drop(qat);
+    // Our stop does not stop qatlib under the other user.
+    assert_eq!(sim().counter("start_refs"), 1);
+    // SAFETY: balances the start above.
+    assert_eq!(unsafe { stop() }, 0);
+    assert_eq!(sim().counter("start_refs"), 0);
+}
+
+#[test]
+fn every_used_instance_has_our_address_translation() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, ec) = openssl_key(dir.path(), "p256");
+    let before = sim().counter("no_v2p_submits");
+    let qat = backend("types=asym+asym");
+    let engine = engine(&qat, false);
+    for _ in 0..4 {
+        engine
+            .submit(&ec, Operation::Sign(EC), b"v2p")
+            .and_then(|p| p.wait())
+            .expect("sign");
+    }
+    assert_eq!(sim().counter("no_v2p_submits"), before);
+    engine.shutdown();
+}
+
+#[test]
+fn check_says_what_qatlib_supports() {
+    use envoy_qat::check::{node, Roots, Status};
+    let finding = |device: &str| {
+        let d = tmp();
+        let f = d.path().join("sys/bus/pci/devices/0000:3d:01.0");
+        std::fs::create_dir_all(&f).unwrap();
+        std::fs::write(f.join("vendor"), "0x8086\n").unwrap();
+        std::fs::write(f.join("device"), format!("0x{device}\n")).unwrap();
+        let roots = Roots {
+            sys: d.path().join("sys"),
+            dev: d.path().join("dev"),
+            proc: d.path().join("proc"),
+        };
+        let mut out = Vec::new();
+        node::check_node(&roots, &mut out);
+        out.into_iter()
+            .find(|f| f.check == "qatlib-support")
+            .expect("a qatlib-support finding")
+    };
+    let c62x = finding("37c9");
+    assert_eq!(c62x.status, Status::Warn, "{c62x:?}");
+    assert!(c62x.detail.contains("C62x (37c9)"), "{c62x:?}");
+    assert!(
+        c62x.fix
+            .as_deref()
+            .is_some_and(|f| f.contains("libqat_s.so")),
+        "{c62x:?}"
+    );
+    assert_eq!(finding("4941").status, Status::Pass);
+    assert_eq!(finding("4947").status, Status::Pass);
+    assert_eq!(finding("4949").status, Status::Warn);
+}

@@ -3,9 +3,12 @@
 //! BoringSSL that the host process may export), `icp_sal_userStart(section)`, and the
 //! crypto instances.
 //!
-//! qatlib allows one `icp_sal_userStart` per process, so the started runtime is shared
-//! by every QAT backend of the process and stopped (`cpaCyStopInstance`,
-//! `icp_sal_userStop`) when the last one is gone. Opened libraries are never closed:
+//! qatlib counts `icp_sal_userStart` calls per process (sal_user.c `start_ref_count`): a
+//! later start succeeds without looking at its section name and only the last
+//! `icp_sal_userStop` stops. The started runtime is shared by every QAT backend of the
+//! process and stopped (`cpaCyStopInstance`, `icp_sal_userStop`) when the last one is
+//! gone; another user in the process (QATzip starts qatlib too) keeps qatlib running,
+//! and whichever started first chose the section. Opened libraries are never closed:
 //! qatlib keeps threads and state that outlive any one backend.
 
 use std::collections::HashMap;
@@ -233,6 +236,9 @@ pub(crate) const FAILS_TO_EVICT: u32 = 3;
 pub(crate) struct Inst {
     pub handle: usize,
     pub name: String,
+    /// The instance's NUMA node (`nodeAffinity`): its operations' pinned memory is
+    /// allocated there, as upstream Envoy does, so the device does not DMA across sockets.
+    pub node: i32,
     /// Consecutive failures.
     fails: AtomicU32,
     /// Out of rotation until this time (ms since the runtime started; 0 = in rotation).
@@ -467,6 +473,11 @@ fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
         } else {
             format!("cy{i}")
         };
+        let node = if s == 0 {
+            i32::try_from(info.nodeAffinity).unwrap_or(0)
+        } else {
+            0
+        };
         // SAFETY: as above; v2p has the CpaVirtualToPhysical signature.
         let s = unsafe { lib.qat.cpaCySetAddressTranslation(h, Some(lib.v2p)) };
         if s != 0 {
@@ -483,6 +494,7 @@ fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
         instances.push(Inst {
             handle: h as usize,
             name,
+            node,
             fails: AtomicU32::new(0),
             down_until_ms: std::sync::atomic::AtomicU64::new(0),
             probing: AtomicBool::new(false),

@@ -454,9 +454,10 @@ impl Pinned {
         lib: &'static loader::Lib,
         counters: &Arc<PinnedCounters>,
         len: usize,
+        node: i32,
     ) -> Result<Self, OpError> {
         // SAFETY: plain allocation call; the result is checked.
-        let ptr = unsafe { lib.usdm.qaeMemAllocNUMA(len, 0, 64) }.cast::<u8>();
+        let ptr = unsafe { lib.usdm.qaeMemAllocNUMA(len, node, 64) }.cast::<u8>();
         if ptr.is_null() {
             counters.alloc_failures.fetch_add(1, Ordering::Relaxed);
             return Err(OpError::Busy(format!(
@@ -606,6 +607,7 @@ fn build(
     lib: &'static loader::Lib,
     pinned: &Arc<PinnedCounters>,
     rsa_crt: bool,
+    node: i32,
 ) -> Result<(OpData, Pinned), OpError> {
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     let bad = |why: &str| OpError::Failed(format!("QAT: {why}"));
@@ -650,6 +652,7 @@ fn build(
                         lib,
                         pinned,
                         5 * half.next_multiple_of(8) + 2 * k.next_multiple_of(8),
+                        node,
                     )?;
                     key_data.privateKeyRepType =
                         sys::_CpaCyRsaPrivateKeyRepType_CPA_CY_RSA_PRIVATE_KEY_REP_TYPE_2;
@@ -664,7 +667,7 @@ fn build(
                 None => {
                     let n = fit(&key.n().to_be_bytes(), k).ok_or_else(|| bad("modulus size"))?;
                     let d = fit(&key.d().to_be_bytes(), k).ok_or_else(|| bad("exponent size"))?;
-                    mem = Pinned::new(lib, pinned, 4 * k.next_multiple_of(8))?;
+                    mem = Pinned::new(lib, pinned, 4 * k.next_multiple_of(8), node)?;
                     key_data.privateKeyRepType =
                         sys::_CpaCyRsaPrivateKeyRepType_CPA_CY_RSA_PRIVATE_KEY_REP_TYPE_1;
                     key_data.privateKeyRep1 = sys::CpaCyRsaPrivateKeyRep1 {
@@ -697,7 +700,7 @@ fn build(
             let len = n.len();
             let k = nonce(&n)?;
             let m = field_sized(digest, len);
-            let mut mem = Pinned::new(lib, pinned, 11 * len.next_multiple_of(8))?;
+            let mut mem = Pinned::new(lib, pinned, 11 * len.next_multiple_of(8), node)?;
             let op = sys::CpaCyEcdsaSignRSOpData {
                 xg: mem.buffer(len, &unhex(curve.gx)),
                 yg: mem.buffer(len, &unhex(curve.gy)),
@@ -936,7 +939,15 @@ impl Backend for QatBackend {
         }
         let shared = &self.shared;
         let rt = &shared.rt;
-        let (data, mem) = match build(&job, rt.lib, &shared.pinned, self.rsa_crt) {
+        let n = rt.instances.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // Allocate on the node of the instance the operation will most likely go to
+        // (the first in rotation from `start`).
+        let node = (0..n)
+            .map(|i| &rt.instances[(start + i) % n])
+            .find(|i| i.usable(rt))
+            .map_or(0, |i| i.node);
+        let (data, mem) = match build(&job, rt.lib, &shared.pinned, self.rsa_crt, node) {
             Ok(v) => v,
             Err(error) => return Err(Rejected { job, error }),
         };
@@ -949,8 +960,6 @@ impl Backend for QatBackend {
         }));
         let mut job = Some(job);
         let c = &shared.counters;
-        let n = rt.instances.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut full = 0;
         let mut error = None;
         for i in 0..n {

@@ -34,7 +34,9 @@
 //! - qatlib's RSA parameter checks (version, representation, operation size, top bits and
 //!   oddness of n or p and q, 0 < c < n for type 1, CRT exponent ranges): INVALID_PARAM;
 //! - each buffer's device address comes from the translation function the caller set
-//!   with `cpaCySetAddressTranslation` (else usdm's), and 0 is refused;
+//!   with `cpaCySetAddressTranslation` (else usdm's, counted), and 0 is refused;
+//! - per-instance NUMA nodes (`nodes=0+1`, reported as `nodeAffinity`); buffers allocated
+//!   on another node than their instance's are counted;
 //! - `icp_sal_userStart` is reference-counted (a later start succeeds, only the last
 //!   stop stops); `qaeMemAllocNUMA` refuses a zero size or a non-power-of-two alignment;
 //! - faults qatlib's README admits it does not report: `lost=P` (a response never
@@ -122,6 +124,8 @@ struct Config {
     /// Period of silent device resets (faulty instances): requests in the ring are
     /// dropped without a callback and without a RESTARTING status.
     reset_every: Option<Duration>,
+    /// Per-instance NUMA node (`nodes=0+1`); default 0.
+    nodes: Option<Vec<u32>>,
 }
 
 impl Default for Config {
@@ -145,6 +149,7 @@ impl Default for Config {
             types: None,
             lost: 0.0,
             reset_every: None,
+            nodes: None,
         }
     }
 }
@@ -226,6 +231,11 @@ impl Config {
                 self.types = Some(v?);
             }
             "lost" => self.lost = num(value)?,
+            "nodes" => {
+                let v: Result<Vec<u32>, String> =
+                    value.split('+').map(|s| int(s).map(|n| n as u32)).collect();
+                self.nodes = Some(v?);
+            }
             "reset_every_ms" => {
                 let ms = int(value)?;
                 self.reset_every = (ms > 0).then(|| Duration::from_millis(ms));
@@ -315,13 +325,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---------------------------------------------------------------- pinned memory
 
 /// Live allocations: start address -> (size, layout).
-static MEM: Mutex<BTreeMap<usize, Layout>> = Mutex::new(BTreeMap::new());
+static MEM: Mutex<BTreeMap<usize, (Layout, c_int)>> = Mutex::new(BTreeMap::new());
+/// Buffers submitted to an instance from memory allocated on another NUMA node
+/// (cross-socket DMA on a 2-socket host).
+static NUMA_MISMATCH: AtomicU64 = AtomicU64::new(0);
+/// Submissions on an instance without a `cpaCySetAddressTranslation` function (qatlib
+/// then uses its own; upstream and qatlib's samples always set usdm's).
+static NO_V2P: AtomicU64 = AtomicU64::new(0);
+
+/// The NUMA node `qaeMemAllocNUMA` was asked for, for the allocation holding `ptr`.
+fn node_of(ptr: *const u8) -> Option<c_int> {
+    let addr = ptr as usize;
+    let mem = lock(&MEM);
+    let (&start, &(layout, node)) = mem.range(..=addr).next_back()?;
+    (addr < start + layout.size()).then_some(node)
+}
 
 fn is_pinned(ptr: *const u8, len: usize) -> bool {
     let addr = ptr as usize;
     let mem = lock(&MEM);
     match mem.range(..=addr).next_back() {
-        Some((&start, layout)) => addr + len <= start + layout.size(),
+        Some((&start, (layout, _))) => addr + len <= start + layout.size(),
         None => false,
     }
 }
@@ -330,7 +354,7 @@ fn is_pinned(ptr: *const u8, len: usize) -> bool {
 #[no_mangle]
 pub extern "C" fn qaeMemAllocNUMA(
     size: usize,
-    _node: c_int,
+    node: c_int,
     phys_alignment_byte: usize,
 ) -> *mut c_void {
     // usdm refuses a zero size and an alignment that is not a non-zero power of two.
@@ -345,7 +369,7 @@ pub extern "C" fn qaeMemAllocNUMA(
     // SAFETY: the layout has a non-zero size.
     let p = unsafe { std::alloc::alloc_zeroed(layout) };
     if !p.is_null() {
-        lock(&MEM).insert(p as usize, layout);
+        lock(&MEM).insert(p as usize, (layout, node));
         MEM_ALLOCS.fetch_add(1, Ordering::Relaxed);
     }
     p.cast()
@@ -365,7 +389,7 @@ pub unsafe extern "C" fn qaeMemFreeNUMA(ptr: *mut *mut c_void) {
     if p.is_null() {
         return;
     }
-    let layout = lock(&MEM).remove(&(p as usize));
+    let layout = lock(&MEM).remove(&(p as usize)).map(|(l, _)| l);
     match layout {
         Some(layout) => {
             // SAFETY: `p` was allocated by qaeMemAllocNUMA with exactly this layout and is
@@ -498,6 +522,8 @@ struct InstState {
 struct Instance {
     idx: usize,
     kind: Kind,
+    /// The instance's NUMA node (`nodeAffinity`).
+    node: u32,
     faulty: bool,
     state: Mutex<InstState>,
 }
@@ -1019,6 +1045,11 @@ pub unsafe extern "C" fn icp_sal_userStart(name: *const c_char) -> CpaStatus {
         .map(|(idx, &kind)| Instance {
             idx,
             kind,
+            node: cfg
+                .nodes
+                .as_ref()
+                .and_then(|n| n.get(idx).copied())
+                .unwrap_or(0),
             faulty: cfg
                 .fault_instances
                 .as_ref()
@@ -1264,6 +1295,7 @@ pub unsafe extern "C" fn cpaCyInstanceGetInfo2(
     } else {
         _CpaOperationalState_CPA_OPER_STATE_UP
     };
+    v.nodeAffinity = inst.node;
     v.requiresPhysicallyContiguousMemory = _CpaBoolean_CPA_TRUE;
     v.isPolled = _CpaBoolean_CPA_TRUE;
     v.isOffloaded = _CpaBoolean_CPA_TRUE;
@@ -1442,8 +1474,18 @@ fn rsa_params(
 /// The address the device would use for each buffer, through the caller's translation
 /// (`cpaCySetAddressTranslation`) or qatlib's default (usdm's): 0 means the device
 /// cannot reach it (qatlib does not check; a device would fault).
-fn translate(v2p: CpaVirtualToPhysical, bufs: &[&CpaFlatBuffer]) -> Result<(), CpaStatus> {
+fn translate(
+    v2p: CpaVirtualToPhysical,
+    node: u32,
+    bufs: &[&CpaFlatBuffer],
+) -> Result<(), CpaStatus> {
+    if v2p.is_none() {
+        NO_V2P.fetch_add(1, Ordering::Relaxed);
+    }
     for b in bufs {
+        if node_of(b.pData).is_some_and(|n| n as u32 != node) {
+            NUMA_MISMATCH.fetch_add(1, Ordering::Relaxed);
+        }
         let phys = match v2p {
             // SAFETY: the caller's CpaVirtualToPhysical, called as qatlib calls it.
             Some(f) => unsafe { f(b.pData.cast()) },
@@ -1509,7 +1551,7 @@ pub unsafe extern "C" fn cpaCyRsaDecrypt(
             ]);
         }
     }
-    if let Err(e) = translate(v2p, &bufs) {
+    if let Err(e) = translate(v2p, inst.node, &bufs) {
         return e;
     }
     let (inst, generation, cb_fail, lost, submitted, ready_at) = match s.admit(handle) {
@@ -1585,7 +1627,7 @@ pub unsafe extern "C" fn cpaCyEcdsaSignRS(
     let bufs = [
         &opd.xg, &opd.yg, &opd.n, &opd.q, &opd.a, &opd.b, &opd.k, &opd.m, &opd.d, rb, sb,
     ];
-    if let Err(e) = translate(v2p, &bufs) {
+    if let Err(e) = translate(v2p, inst.node, &bufs) {
         return e;
     }
     let (inst, generation, cb_fail, lost, submitted, ready_at) = match s.admit(handle) {
@@ -1771,7 +1813,9 @@ pub unsafe extern "C" fn qat_sim_configure(list: *const c_char) -> c_int {
 /// mem_outstanding (live pinned allocations), in_ring (requests in all rings now),
 /// mem_bad_allocs, wrong_type (requests on an instance of the wrong service type),
 /// rsa_param_rejects (qatlib's RSA parameter checks), lost (responses that never came),
-/// resets (silent device resets), start_refs (icp_sal_userStart reference count).
+/// resets (silent device resets), start_refs (icp_sal_userStart reference count),
+/// numa_mismatch (buffers from another node than the instance's), no_v2p_submits
+/// (requests on an instance without the caller's address translation).
 /// Unknown names return u64::MAX.
 ///
 /// # Safety
@@ -1805,6 +1849,8 @@ pub unsafe extern "C" fn qat_sim_counter(name: *const c_char) -> u64 {
         "mem_frees" => c(&MEM_FREES),
         "mem_bad_frees" => c(&MEM_BAD_FREES),
         "mem_bad_allocs" => c(&MEM_BAD_ALLOCS),
+        "numa_mismatch" => c(&NUMA_MISMATCH),
+        "no_v2p_submits" => c(&NO_V2P),
         "wrong_type" => c(&WRONG_TYPE),
         "rsa_param_rejects" => c(&RSA_PARAM_REJECTS),
         "lost" => c(&LOST),
