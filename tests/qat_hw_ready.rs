@@ -488,3 +488,31 @@ fn check_says_what_qatlib_supports() {
     assert_eq!(finding("4947").status, Status::Pass);
     assert_eq!(finding("4949").status, Status::Warn);
 }
+
+#[test]
+fn without_typed_instance_queries_capabilities_choose() {
+    let _g = serial();
+    let dir = tmp();
+    let (_, ec) = openssl_key(dir.path(), "p256");
+    let (_, rsa) = openssl_key(dir.path(), "rsa2048");
+    let wrong = sim().counter("wrong_type");
+    // A library that answers CPA_STATUS_UNSUPPORTED to cpaGetNumInstances(type).
+    let qat = backend("types=sym+asym+sym+asym,generic_api=0");
+    assert_eq!(qat.instances(), 2, "{}", qat.inventory());
+    assert!(
+        qat.inventory()
+            .to_string()
+            .contains("cpaCyQueryCapabilities"),
+        "{}",
+        qat.inventory()
+    );
+    let engine = engine(&qat, false);
+    sign_all(&engine, dir.path(), &ec, &rsa, 8);
+    assert_eq!(sim().counter("wrong_type"), wrong);
+    engine.shutdown();
+    drop(engine);
+    drop(qat);
+    sim().configure("types=sym+sym,generic_api=0");
+    let err = QatBackend::new(&sim_config()).expect_err("no asym instance");
+    assert!(err.contains("none of them asymmetric"), "{err}");
+}

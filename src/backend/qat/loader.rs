@@ -517,16 +517,13 @@ fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
     })
 }
 
-fn num_of(lib: &Lib, svc: sys::CpaAccelerationServiceType) -> u16 {
+/// `cpaGetNumInstances(svc)`, None when it answers an error: qatlib does when no device
+/// offers the service at all, and a library whose API predates the type may.
+fn num_of(lib: &Lib, svc: sys::CpaAccelerationServiceType) -> Option<u16> {
     let mut n: u16 = 0;
     // SAFETY: `n` is a valid, writable Cpa16U; the function exists (checked by the caller).
     let s = unsafe { lib.qat.cpaGetNumInstances(svc, &mut n) };
-    // qatlib answers an error when no device offers the service at all.
-    if s == 0 {
-        n
-    } else {
-        0
-    }
+    (s == 0).then_some(n)
 }
 
 /// The crypto instances able to do RSA and ECDSA, and what qatlib reported.
@@ -548,11 +545,14 @@ fn asym_instances(lib: &Lib, crypto: u16) -> Result<(Vec<CpaInstanceHandle>, Inv
         crypto,
         ..Inventory::default()
     };
-    if lib.qat.cpaGetNumInstances.is_ok() && lib.qat.cpaGetInstances.is_ok() {
+    let by_type = lib.qat.cpaGetNumInstances.is_ok() && lib.qat.cpaGetInstances.is_ok();
+    // A library that answers an error for the type (or lacks the call) falls through
+    // to the capability query.
+    let typed = if by_type { num_of(lib, ASYM) } else { None };
+    if let Some(n) = typed {
         inv.method = "cpaGetInstances(CPA_ACC_SVC_TYPE_CRYPTO_ASYM)";
-        inv.sym = Some(num_of(lib, SYM));
-        inv.dc = Some(num_of(lib, DC));
-        let n = num_of(lib, ASYM);
+        inv.sym = Some(num_of(lib, SYM).unwrap_or(0));
+        inv.dc = Some(num_of(lib, DC).unwrap_or(0));
         inv.asym = n;
         if n == 0 {
             return Ok((Vec::new(), inv));
@@ -598,6 +598,7 @@ fn asym_instances(lib: &Lib, crypto: u16) -> Result<(Vec<CpaInstanceHandle>, Inv
         }
     }
     inv.sym = Some(sym);
+    inv.dc = if by_type { num_of(lib, DC) } else { None };
     inv.asym = asym.len() as u16;
     Ok((asym, inv))
 }

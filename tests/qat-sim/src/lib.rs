@@ -126,6 +126,9 @@ struct Config {
     reset_every: Option<Duration>,
     /// Per-instance NUMA node (`nodes=0+1`); default 0.
     nodes: Option<Vec<u32>>,
+    /// `generic_api=0`: `cpaGetNumInstances`/`cpaGetInstances` answer
+    /// CPA_STATUS_UNSUPPORTED, as from a library whose API predates typed instances.
+    no_generic_api: bool,
 }
 
 impl Default for Config {
@@ -150,6 +153,7 @@ impl Default for Config {
             lost: 0.0,
             reset_every: None,
             nodes: None,
+            no_generic_api: false,
         }
     }
 }
@@ -231,6 +235,7 @@ impl Config {
                 self.types = Some(v?);
             }
             "lost" => self.lost = num(value)?,
+            "generic_api" => self.no_generic_api = value.trim() == "0",
             "nodes" => {
                 let v: Result<Vec<u32>, String> =
                     value.split('+').map(|s| int(s).map(|n| n as u32)).collect();
@@ -1171,6 +1176,9 @@ pub unsafe extern "C" fn cpaGetNumInstances(
         return INVALID;
     }
     let Some(s) = sim() else { return FAIL };
+    if s.cfg.no_generic_api {
+        return UNSUPPORTED;
+    }
     let Some(h) = s.handles_of(svc) else {
         return INVALID;
     };
@@ -1190,6 +1198,9 @@ pub unsafe extern "C" fn cpaGetInstances(
     out: *mut CpaInstanceHandle,
 ) -> CpaStatus {
     let Some(s) = sim() else { return FAIL };
+    if s.cfg.no_generic_api {
+        return UNSUPPORTED;
+    }
     let Some(handles) = s.handles_of(svc) else {
         return INVALID;
     };
