@@ -76,6 +76,9 @@ pub struct ProviderConfig {
     pub qat_max_instances: usize,
     /// Offload ECDSA to QAT too (upstream offloads RSA only).
     pub qat_ecdsa: bool,
+    /// Per-operation deadline on QAT (ours; default 5 s): past it the operation fails
+    /// over to software (or fails) and its instance is re-probed.
+    pub qat_op_timeout: Duration,
 }
 
 impl Default for ProviderConfig {
@@ -93,6 +96,7 @@ impl Default for ProviderConfig {
             qat_section: backend::qat::DEFAULT_SECTION.into(),
             qat_max_instances: 0,
             qat_ecdsa: true,
+            qat_op_timeout: backend::qat::DEFAULT_OP_TIMEOUT,
         }
     }
 }
@@ -172,6 +176,18 @@ impl ProviderConfig {
                 format!("{} is outside 0..=1024 (0 = all)", self.qat_max_instances),
             ));
         }
+        if self.qat_op_timeout < Duration::from_millis(10)
+            || self.qat_op_timeout > Duration::from_secs(600)
+        {
+            return Err(ConfigError::new(
+                "qat_op_timeout",
+                format!(
+                    "{:?} is outside 10ms..=600s; it must stay far above the device's latency (default {:?})",
+                    self.qat_op_timeout,
+                    backend::qat::DEFAULT_OP_TIMEOUT
+                ),
+            ));
+        }
         if self.soft_threads > 1024 {
             return Err(ConfigError::new(
                 "soft_threads",
@@ -212,6 +228,7 @@ impl ProviderConfig {
             section: self.qat_section.clone(),
             max_instances: self.qat_max_instances,
             ecdsa: self.qat_ecdsa,
+            op_timeout: self.qat_op_timeout,
             ..backend::qat::QatConfig::default()
         }
     }
@@ -229,9 +246,10 @@ impl ProviderConfig {
             BackendChoice::Auto => match self.qat() {
                 Ok(qat) => {
                     tracing::info!(
-                        "private-key backend: QAT ({} instances from {}), software fallback {}",
+                        "private-key backend: QAT ({} instances from {}; {}), software fallback {}",
                         qat.instances(),
                         qat.library(),
+                        qat.inventory(),
                         if self.software_fallback { "on" } else { "off" }
                     );
                     (Arc::new(qat), self.software_fallback.then(|| self.soft()))
@@ -244,9 +262,10 @@ impl ProviderConfig {
             BackendChoice::Qat => match self.qat() {
                 Ok(qat) => {
                     tracing::info!(
-                        "private-key backend: QAT ({} instances from {}), software fallback {}",
+                        "private-key backend: QAT ({} instances from {}; {}), software fallback {}",
                         qat.instances(),
                         qat.library(),
+                        qat.inventory(),
                         if self.software_fallback { "on" } else { "off" }
                     );
                     (Arc::new(qat), self.software_fallback.then(|| self.soft()))

@@ -118,6 +118,11 @@ struct BackendArgs {
     /// Keep ECDSA in software; offload RSA only (as upstream Envoy does).
     #[arg(long)]
     no_qat_ecdsa: bool,
+    /// Per-operation deadline on QAT, in milliseconds: an operation the device has not
+    /// answered by then fails over to software (or fails with --no-fallback) and its
+    /// instance is re-probed (qatlib does not report device resets or lost responses).
+    #[arg(long, default_value_t = 5000, env = "ENVOY_QAT_OP_TIMEOUT_MS")]
+    qat_op_timeout_ms: u64,
 }
 
 #[derive(Args)]
@@ -227,6 +232,7 @@ fn make_engine(a: &BackendArgs) -> Result<Engine, (u8, String)> {
         qat_section: a.qat_section.clone(),
         qat_max_instances: a.qat_instances,
         qat_ecdsa: !a.no_qat_ecdsa,
+        qat_op_timeout: Duration::from_millis(a.qat_op_timeout_ms),
         ..ProviderConfig::default()
     };
     cfg.build_engine()

@@ -206,6 +206,41 @@ fn join(items: &[String], max: usize) -> String {
     }
 }
 
+/// Whether the QAT library envoy-qat loads by default can drive these VFs. qatlib (Debian
+/// trixie's libqat.so.4 is qatlib 24.02) supports Gen4 (4xxx, 401xx, 402xx) and 420xx;
+/// 6xxx from qatlib 26.08; earlier devices (C62x, C3xxx, DH895xCC, D15xx, C4xxx) need
+/// Intel's out-of-tree QAT driver package and its libraries, not qatlib.
+fn check_qatlib_support(vfs: &[&QatFunction], out: &mut Vec<Finding>) {
+    let mut old: Vec<String> = vfs
+        .iter()
+        .filter(|v| !v.model.gen4)
+        .map(|v| format!("{} ({})", v.model.family, v.model.device_id))
+        .collect();
+    old.dedup();
+    let gen6 = vfs.iter().any(|v| v.model.family == "6xxx");
+    if !old.is_empty() {
+        out.push(Finding::warn(
+            "qatlib-support",
+            format!(
+                "{}: qatlib (libqat.so.4, which envoy-qat loads) supports 4xxx/401xx/402xx and 420xx only, so the private-key provider and QATzip see no device here and run in software",
+                old.join(", ")
+            ),
+            "for C62x and older, install Intel's out-of-tree QAT driver package and point ENVOY_QAT_LIB / ENVOY_QAT_USDM_LIB (config qat_lib / usdm_lib) at its libqat_s.so / libusdm_drv_s.so; envoy-qat has not been tested with those libraries",
+        ));
+    } else if gen6 {
+        out.push(Finding::warn(
+            "qatlib-support",
+            "6xxx VF(s): qatlib supports 6xxx from release 26.08; Debian trixie's libqat.so.4 is qatlib 24.02 and does not",
+            "install qatlib 26.08 or later and point ENVOY_QAT_LIB_DIR (config qat_lib_dir) at it",
+        ));
+    } else {
+        out.push(Finding::pass(
+            "qatlib-support",
+            "every QAT VF here is a device qatlib supports (4xxx/401xx/402xx, 420xx)",
+        ));
+    }
+}
+
 /// Runs every node/pod check, appending findings.
 pub fn check_node(roots: &Roots, out: &mut Vec<Finding>) {
     let funcs = scan_pci(&roots.sys);
@@ -241,6 +276,7 @@ pub fn check_node(roots: &Roots, out: &mut Vec<Finding>) {
                 pfs.len()
             ),
         ));
+        check_qatlib_support(&vfs, out);
     } else if !pfs.is_empty() {
         let names: Vec<String> = pfs
             .iter()

@@ -123,18 +123,50 @@ fn probe_cy(q: &qat_sys::QatLib) -> Finding {
     let mut n: qat_sys::Cpa16U = 0;
     // SAFETY: qatlib is started; `n` is a valid out-pointer for the duration of the call.
     let st = unsafe { q.cpaCyGetNumInstances(&mut n) };
+    // Per service type, as the QAT backend chooses (Gen4 crypto VFs carry sym-only and
+    // asym-only instances; RSA and ECDSA run on asym ones only).
+    let by_type = |svc: qat_sys::CpaAccelerationServiceType| -> Option<qat_sys::Cpa16U> {
+        q.cpaGetNumInstances.as_ref().ok()?;
+        let mut k: qat_sys::Cpa16U = 0;
+        // SAFETY: qatlib is started; `k` is a valid out-pointer for the call.
+        let s = unsafe { q.cpaGetNumInstances(svc, &mut k) };
+        Some(if s == qat_sys::CPA_STATUS_SUCCESS as i32 {
+            k
+        } else {
+            0
+        })
+    };
+    let asym = by_type(qat_sys::_CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO_ASYM);
+    let sym = by_type(qat_sys::_CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO_SYM);
+    let dc = by_type(qat_sys::_CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_DATA_COMPRESSION);
     // SAFETY: balances the successful icp_sal_userStart above.
     unsafe { q.icp_sal_userStop() };
+    let show = |v: Option<qat_sys::Cpa16U>| v.map_or("?".to_string(), |v| v.to_string());
+    let counts = format!(
+        "{n} crypto instance(s): {} sym, {} asym, {} dc",
+        show(sym),
+        show(asym),
+        show(dc)
+    );
     if st != qat_sys::CPA_STATUS_SUCCESS as i32 || n == 0 {
         Finding::fail(
             "probe cy",
             format!("qatlib started but reports {n} crypto instances (status {st})"),
             "enable asym on the PF (qat/cfg_services asym;dc or sym;asym) and give this container a qat.intel.com/cy VF",
         )
+    } else if asym == Some(0) {
+        Finding::fail(
+            "probe cy",
+            format!("qatlib started: {counts}; none can do RSA or ECDSA, so the private-key provider is unavailable"),
+            "enable asym on the PF (qat/cfg_services asym;dc or sym;asym) and give this container a qat.intel.com/cy VF",
+        )
     } else {
         Finding::pass(
             "probe cy",
-            format!("qatlib started: {n} crypto instance(s)"),
+            format!(
+                "qatlib started: {counts}; the private-key provider uses the {} asym instance(s)",
+                show(asym)
+            ),
         )
     }
 }

@@ -170,7 +170,11 @@ pub struct StatsSnapshot {
     pub bytes_in: u64,
     /// Compressed bytes produced (headers and trailers included).
     pub bytes_out: u64,
-    /// Input bytes a QAT device compressed.
+    /// Input bytes QATzip compressed with a hardware session: an upper bound on what a
+    /// QAT device compressed. QATzip 1.3.1 declares QZ_SW_EXECUTION in `ext_rc` but never
+    /// sets it, and when more threads compress at once than there are DC instances
+    /// (`qzGrabInstance` finds none free) it compresses in software and still returns
+    /// QZ_OK with a session status of QZ_OK: those bytes are counted here too.
     pub hw_bytes_in: u64,
     /// Input bytes compressed in software (zlib-rs or QATzip's fallback).
     pub sw_bytes_in: u64,

@@ -55,7 +55,6 @@ pub const REPROBE_INTERVAL: Duration = Duration::from_secs(30);
 pub const LIB_ENV: &str = "ENVOY_QATZIP_LIB";
 
 const QZ_OK: i32 = 0;
-const QZ_DUPLICATE: i32 = 1;
 const QZ_SW_EXECUTION_MASK: u64 = 1 << 4;
 
 /// Which engine ran a QATzip request.
@@ -398,7 +397,9 @@ fn new_session(lib: &Arc<QatzipLib>, key: SessionKey) -> Result<ThreadSession, S
     params.sw_backup = 1;
     // SAFETY: sess was initialised by qzInit on this thread; params is valid.
     let rc = unsafe { lib.lib.qzSetupSession(&mut *sess, &mut params) };
-    if rc < 0 && rc != -(QZ_DUPLICATE) {
+    // Negative codes are failures (QZ_PARAMS is -1: it used to pass as "-QZ_DUPLICATE");
+    // QZ_DUPLICATE (+1) and the positive "using software" codes are not.
+    if rc < 0 {
         // SAFETY: tearing down a partially set up session is allowed.
         unsafe { lib.lib.qzTeardownSession(&mut *sess) };
         return Err(format!("qzSetupSession returned {rc}"));

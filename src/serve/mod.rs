@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// Software backend worker threads (0 = one per CPU).
     #[arg(long, default_value_t = 0)]
     pub soft_threads: usize,
+    /// Per-operation deadline on QAT, in milliseconds (see `bench --help`).
+    #[arg(long, default_value_t = 5000, env = "ENVOY_QAT_OP_TIMEOUT_MS")]
+    pub qat_op_timeout_ms: u64,
     /// Event-loop threads (0 = one per CPU).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -174,6 +177,7 @@ pub fn run(a: ServeArgs) -> RunResult {
         poll_delay: Duration::from_secs_f64(a.poll_delay_ms / 1000.0),
         poll_policy,
         soft_threads: a.soft_threads,
+        qat_op_timeout: Duration::from_millis(a.qat_op_timeout_ms),
         ..ProviderConfig::default()
     };
     let engine = Arc::new(QatEngine::from_engine(

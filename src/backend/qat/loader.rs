@@ -3,9 +3,12 @@
 //! BoringSSL that the host process may export), `icp_sal_userStart(section)`, and the
 //! crypto instances.
 //!
-//! qatlib allows one `icp_sal_userStart` per process, so the started runtime is shared
-//! by every QAT backend of the process and stopped (`cpaCyStopInstance`,
-//! `icp_sal_userStop`) when the last one is gone. Opened libraries are never closed:
+//! qatlib counts `icp_sal_userStart` calls per process (sal_user.c `start_ref_count`): a
+//! later start succeeds without looking at its section name and only the last
+//! `icp_sal_userStop` stops. The started runtime is shared by every QAT backend of the
+//! process and stopped (`cpaCyStopInstance`, `icp_sal_userStop`) when the last one is
+//! gone; another user in the process (QATzip starts qatlib too) keeps qatlib running,
+//! and whichever started first chose the section. Opened libraries are never closed:
 //! qatlib keeps threads and state that outlive any one backend.
 
 use std::collections::HashMap;
@@ -233,10 +236,15 @@ pub(crate) const FAILS_TO_EVICT: u32 = 3;
 pub(crate) struct Inst {
     pub handle: usize,
     pub name: String,
+    /// The instance's NUMA node (`nodeAffinity`): its operations' pinned memory is
+    /// allocated there, as upstream Envoy does, so the device does not DMA across sockets.
+    pub node: i32,
     /// Consecutive failures.
     fails: AtomicU32,
     /// Out of rotation until this time (ms since the runtime started; 0 = in rotation).
     down_until_ms: std::sync::atomic::AtomicU64,
+    /// An instance out of rotation takes one probe operation at a time.
+    probing: AtomicBool,
 }
 
 impl Inst {
@@ -250,6 +258,29 @@ impl Inst {
         until == 0 || rt.now_ms() >= until
     }
 
+    /// Take this instance for one operation: Some(false) in rotation, Some(true) as
+    /// the one probe of an instance due for it, None when it is out of rotation (or its
+    /// probe is on the device already).
+    pub fn claim(&self, rt: &Runtime) -> Option<bool> {
+        let until = self.down_until_ms.load(Ordering::Acquire);
+        if until == 0 {
+            return Some(false);
+        }
+        if rt.now_ms() < until {
+            return None;
+        }
+        self.probing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| true)
+    }
+
+    /// A probe ended without telling whether the instance works (refused at submit, a
+    /// per-request error): the next operation may probe.
+    pub fn end_probe(&self) {
+        self.probing.store(false, Ordering::Release);
+    }
+
     pub fn is_down(&self) -> bool {
         self.down_until_ms.load(Ordering::Acquire) != 0
     }
@@ -257,19 +288,59 @@ impl Inst {
     /// A success: back in rotation. Returns true when it was out.
     pub fn ok(&self) -> bool {
         self.fails.store(0, Ordering::Relaxed);
-        self.down_until_ms.swap(0, Ordering::AcqRel) != 0
+        let was = self.down_until_ms.swap(0, Ordering::AcqRel) != 0;
+        self.probing.store(false, Ordering::Release);
+        was
     }
 
     /// A failure; `evict` takes it out at once (restarting). Returns true when this
     /// took it out of rotation.
     pub fn failed(&self, rt: &Runtime, evict: bool) -> bool {
         let n = self.fails.fetch_add(1, Ordering::AcqRel) + 1;
-        if evict || n >= FAILS_TO_EVICT {
+        // A failed probe sends an instance that is out of rotation back out at once.
+        let r = if evict || n >= FAILS_TO_EVICT || self.is_down() {
             let until = rt.now_ms() + PROBE_AFTER.as_millis() as u64;
             self.down_until_ms.swap(until.max(1), Ordering::AcqRel) == 0
         } else {
             false
-        }
+        };
+        self.probing.store(false, Ordering::Release);
+        r
+    }
+}
+
+/// What qatlib reported at start and what the backend chose.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// Crypto instances (`cpaCyGetNumInstances`): generic, sym-only and asym-only.
+    pub crypto: u16,
+    /// Instances able to do symmetric crypto (`cpaGetNumInstances(CRYPTO_SYM)`); None
+    /// when the library lacks `cpaGetNumInstances`.
+    pub sym: Option<u16>,
+    /// Instances able to do asymmetric crypto (RSA, ECDSA): the ones the backend may use.
+    pub asym: u16,
+    /// Compression instances (`cpaGetNumInstances(DATA_COMPRESSION)`), when known.
+    pub dc: Option<u16>,
+    /// How the asymmetric instances were found.
+    pub method: &'static str,
+    /// Names of the instances started and used.
+    pub used: Vec<String>,
+}
+
+impl std::fmt::Display for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opt = |v: Option<u16>| v.map_or("?".to_string(), |n| n.to_string());
+        write!(
+            f,
+            "qatlib reports {} crypto instance(s) ({} sym-capable, {} asym-capable) and {} dc; using {} asym: {} (found by {})",
+            self.crypto,
+            opt(self.sym),
+            self.asym,
+            opt(self.dc),
+            self.used.len(),
+            self.used.join(", "),
+            self.method
+        )
     }
 }
 
@@ -277,6 +348,7 @@ impl Inst {
 pub(crate) struct Runtime {
     pub lib: &'static Lib,
     pub section: String,
+    pub inventory: Inventory,
     pub instances: Vec<Inst>,
     pub users: AtomicUsize,
     pub completions: AtomicUsize,
@@ -371,11 +443,18 @@ fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
             cfg.section, n, status_text(s)
         ));
     }
-    let mut handles: Vec<CpaInstanceHandle> = vec![std::ptr::null_mut(); n as usize];
-    // SAFETY: `handles` has room for `n` handles.
-    let s = unsafe { lib.qat.cpaCyGetInstances(n, handles.as_mut_ptr()) };
-    if s != 0 {
-        return fail(format!("cpaCyGetInstances failed: {}", status_text(s)));
+    let (handles, mut inventory) = match asym_instances(lib, n) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if handles.is_empty() {
+        return fail(format!(
+            "qatlib started (section \"{}\") with {} crypto instance(s), none of them asymmetric ({} sym, 0 asym, {} dc): RSA and ECDSA need asym instances; enable asym on the device (qatlib: ServicesEnabled, or sysfs qat/cfg_services e.g. \"asym;dc\" or \"sym;asym\") and give this container a qat.intel.com/cy VF",
+            cfg.section,
+            inventory.crypto,
+            inventory.sym.map_or("?".into(), |v| v.to_string()),
+            inventory.dc.map_or("?".into(), |v| v.to_string()),
+        ));
     }
     let want = if cfg.max_instances == 0 {
         handles.len()
@@ -394,6 +473,11 @@ fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
         } else {
             format!("cy{i}")
         };
+        let node = if s == 0 {
+            i32::try_from(info.nodeAffinity).unwrap_or(0)
+        } else {
+            0
+        };
         // SAFETY: as above; v2p has the CpaVirtualToPhysical signature.
         let s = unsafe { lib.qat.cpaCySetAddressTranslation(h, Some(lib.v2p)) };
         if s != 0 {
@@ -406,11 +490,14 @@ fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
             tracing::warn!(instance = %name, status = %status_text(s), "cpaCyStartInstance failed; instance skipped");
             continue;
         }
+        inventory.used.push(name.clone());
         instances.push(Inst {
             handle: h as usize,
             name,
+            node,
             fails: AtomicU32::new(0),
             down_until_ms: std::sync::atomic::AtomicU64::new(0),
+            probing: AtomicBool::new(false),
         });
     }
     if instances.is_empty() {
@@ -421,10 +508,97 @@ fn start(lib: &'static Lib, cfg: &QatConfig) -> Result<Runtime, String> {
     Ok(Runtime {
         lib,
         section: cfg.section.clone(),
+        inventory,
         instances,
         users: AtomicUsize::new(1),
         completions: AtomicUsize::new(0),
         stopped: AtomicBool::new(false),
         epoch: Instant::now(),
     })
+}
+
+/// `cpaGetNumInstances(svc)`, None when it answers an error: qatlib does when no device
+/// offers the service at all, and a library whose API predates the type may.
+fn num_of(lib: &Lib, svc: sys::CpaAccelerationServiceType) -> Option<u16> {
+    let mut n: u16 = 0;
+    // SAFETY: `n` is a valid, writable Cpa16U; the function exists (checked by the caller).
+    let s = unsafe { lib.qat.cpaGetNumInstances(svc, &mut n) };
+    (s == 0).then_some(n)
+}
+
+/// The crypto instances able to do RSA and ECDSA, and what qatlib reported.
+///
+/// On a Gen4 crypto VF qatmgr splits the rings into sym-only and asym-only instances and
+/// `cpaCyGetInstances` returns both; RSA or ECDSA on a sym-only one fails with
+/// CPA_STATUS_FAIL (qatlib's SAL_CHECK_INSTANCE_TYPE). qatlib's `cpaGetInstances(
+/// CPA_ACC_SVC_TYPE_CRYPTO_ASYM)` returns the asym instances, or the generic crypto ones
+/// of devices without the split. A library without it: every crypto instance whose
+/// `cpaCyQueryCapabilities` says RSA (as Intel's QAT_Engine filters).
+fn asym_instances(lib: &Lib, crypto: u16) -> Result<(Vec<CpaInstanceHandle>, Inventory), String> {
+    const ASYM: sys::CpaAccelerationServiceType =
+        sys::_CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO_ASYM;
+    const SYM: sys::CpaAccelerationServiceType =
+        sys::_CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO_SYM;
+    const DC: sys::CpaAccelerationServiceType =
+        sys::_CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_DATA_COMPRESSION;
+    let mut inv = Inventory {
+        crypto,
+        ..Inventory::default()
+    };
+    let by_type = lib.qat.cpaGetNumInstances.is_ok() && lib.qat.cpaGetInstances.is_ok();
+    // A library that answers an error for the type (or lacks the call) falls through
+    // to the capability query.
+    let typed = if by_type { num_of(lib, ASYM) } else { None };
+    if let Some(n) = typed {
+        inv.method = "cpaGetInstances(CPA_ACC_SVC_TYPE_CRYPTO_ASYM)";
+        inv.sym = Some(num_of(lib, SYM).unwrap_or(0));
+        inv.dc = Some(num_of(lib, DC).unwrap_or(0));
+        inv.asym = n;
+        if n == 0 {
+            return Ok((Vec::new(), inv));
+        }
+        let mut handles: Vec<CpaInstanceHandle> = vec![std::ptr::null_mut(); n as usize];
+        // SAFETY: `handles` has room for `n` handles.
+        let s = unsafe { lib.qat.cpaGetInstances(ASYM, n, handles.as_mut_ptr()) };
+        if s != 0 {
+            return Err(format!(
+                "cpaGetInstances(CPA_ACC_SVC_TYPE_CRYPTO_ASYM, {n}) failed: {}",
+                status_text(s)
+            ));
+        }
+        return Ok((handles, inv));
+    }
+    let mut handles: Vec<CpaInstanceHandle> = vec![std::ptr::null_mut(); crypto as usize];
+    // SAFETY: `handles` has room for `crypto` handles.
+    let s = unsafe { lib.qat.cpaCyGetInstances(crypto, handles.as_mut_ptr()) };
+    if s != 0 {
+        return Err(format!("cpaCyGetInstances failed: {}", status_text(s)));
+    }
+    if lib.qat.cpaCyQueryCapabilities.is_err() {
+        inv.method = "cpaCyGetInstances (no capability query in this library: all assumed asym)";
+        inv.asym = crypto;
+        return Ok((handles, inv));
+    }
+    inv.method = "cpaCyQueryCapabilities";
+    let (mut sym, mut asym) = (0u16, Vec::new());
+    for h in handles {
+        let mut caps = sys::CpaCyCapabilitiesInfo::default();
+        // SAFETY: a handle from cpaCyGetInstances and a writable capabilities struct.
+        let s = unsafe { lib.qat.cpaCyQueryCapabilities(h, &mut caps) };
+        if s != 0 {
+            continue;
+        }
+        if caps.symSupported == sys::_CpaBoolean_CPA_TRUE {
+            sym += 1;
+        }
+        if caps.rsaSupported == sys::_CpaBoolean_CPA_TRUE
+            && caps.ecdsaSupported == sys::_CpaBoolean_CPA_TRUE
+        {
+            asym.push(h);
+        }
+    }
+    inv.sym = Some(sym);
+    inv.dc = if by_type { num_of(lib, DC) } else { None };
+    inv.asym = asym.len() as u16;
+    Ok((asym, inv))
 }

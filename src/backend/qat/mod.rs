@@ -13,8 +13,8 @@
 //!
 //! How it works:
 //! - `loader` opens libusdm.so.0 and libqat.so.4 with `RTLD_LOCAL | RTLD_DEEPBIND`,
-//!   calls `icp_sal_userStart(section)` (default "SSL"), starts every crypto instance
-//!   with address translation `qaeVirtToPhysNUMA`.
+//!   calls `icp_sal_userStart(section)` (default "SSL"), starts every asymmetric crypto
+//!   instance with address translation `qaeVirtToPhysNUMA`.
 //! - RSA: the engine pads in Rust (`scheme::prepare`); here the raw private operation
 //!   goes to `cpaCyRsaDecrypt` with the CRT key (representation type 2: p, q, dP, dQ,
 //!   qInv; type 1 `n, d` for keys without two primes).
@@ -33,12 +33,23 @@
 //!   fallback when configured). `CPA_STATUS_FAIL` at submit or an error status in the
 //!   callback fails the job (the engine redoes it in software when configured).
 //!   `CPA_STATUS_RESTARTING`, or three failures in a row, take an instance out of
-//!   rotation; after 100 ms the next operation probes it, and a success re-admits it.
+//!   rotation; after 100 ms one operation at a time probes it, and a success re-admits it.
+//! - Per-request errors (`CPA_STATUS_INVALID_PARAM` from qatlib's parameter checks, an
+//!   ECDSA signStatus of false, an RSA input not below the modulus) fail that operation
+//!   only and never count toward eviction.
+//! - Only asymmetric-capable instances are started (`cpaGetInstances(
+//!   CPA_ACC_SVC_TYPE_CRYPTO_ASYM)`, else `cpaCyQueryCapabilities`): qatlib refuses RSA and
+//!   ECDSA on a Gen4 VF's sym-only instances with `CPA_STATUS_FAIL`.
+//! - Per-operation deadline ([`QatConfig::op_timeout`], default 5 s): qatlib reports
+//!   neither a device reset nor a lost response. An operation past it fails over (or
+//!   fails); its context and pinned block stay quarantined (counted) until the device
+//!   answers late or qatlib stops, so nothing the device may still write is freed; its
+//!   instance leaves the rotation and is probed again.
 
 mod loader;
 pub(crate) mod sys;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -53,10 +64,14 @@ use crate::scheme::RawOp;
 use loader::{status_text, Inst, Runtime};
 use sys::{CpaFlatBuffer, CpaStatus};
 
-pub use loader::{ENV_LIB, ENV_LIB_DIR, ENV_USDM_LIB, LIBQAT, LIBUSDM};
+pub use loader::{Inventory, ENV_LIB, ENV_LIB_DIR, ENV_USDM_LIB, LIBQAT, LIBUSDM};
 
 /// Default qatlib configuration section (upstream Envoy and qatlib's samples use "SSL").
 pub const DEFAULT_SECTION: &str = "SSL";
+
+/// Default per-operation deadline: far above a device's normal latency (tens to hundreds
+/// of microseconds for RSA-2048 / P-256 on 4xxx), so only a lost response reaches it.
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of the QAT backend.
 #[derive(Clone, Debug)]
@@ -77,6 +92,11 @@ pub struct QatConfig {
     /// Send RSA keys in CRT form (key representation type 2, the fast path); false
     /// sends `n, d` (type 1), as for keys without two primes.
     pub rsa_crt: bool,
+    /// Longest time an operation may stay on the device. qatlib does not report device
+    /// resets or lost responses to the library (its README, "Limitations"): past this
+    /// the operation fails over (or fails), its pinned memory stays quarantined until
+    /// qatlib stops or the device answers late, and the instance is re-probed.
+    pub op_timeout: Duration,
 }
 
 impl Default for QatConfig {
@@ -89,6 +109,7 @@ impl Default for QatConfig {
             max_instances: 0,
             ecdsa: true,
             rsa_crt: true,
+            op_timeout: DEFAULT_OP_TIMEOUT,
         }
     }
 }
@@ -106,6 +127,11 @@ struct Counters {
     evictions: AtomicU64,
     readmissions: AtomicU64,
     reclaimed: AtomicU64,
+    request_errors: AtomicU64,
+    expired: AtomicU64,
+    late_answers: AtomicU64,
+    quarantined: AtomicU64,
+    quarantined_bytes: AtomicU64,
 }
 
 /// A copy of the QAT backend's counters.
@@ -131,6 +157,20 @@ pub struct QatStats {
     pub readmissions: u64,
     /// Operations never answered by the device, ended and freed at shutdown.
     pub reclaimed: u64,
+    /// Requests qatlib or the device refused for their own content
+    /// (`CPA_STATUS_INVALID_PARAM`, an ECDSA signStatus of false, an RSA input not below
+    /// the modulus): failed alone, never counted against the instance.
+    pub request_errors: u64,
+    /// Operations past the per-operation deadline with no answer (failed over or
+    /// failed; their instance left the rotation).
+    pub expired: u64,
+    /// Expired operations the device answered after all (their memory was freed then).
+    pub late_answers: u64,
+    /// Expired operations still unanswered: their pinned blocks stay allocated
+    /// (quarantined) because the device may still write them, until qatlib stops.
+    pub quarantined: u64,
+    /// Bytes of those blocks.
+    pub quarantined_bytes: u64,
     /// Operations in the device now.
     pub outstanding: u64,
     /// Pinned blocks allocated (`qaeMemAllocNUMA`) since the backend started: one per
@@ -152,7 +192,8 @@ impl std::fmt::Display for QatStats {
         write!(
             f,
             "submitted={} completed={} retries={} busy={} submit_failures={} callback_failures={} \
-             restarting={} evictions={} readmissions={} reclaimed={} outstanding={} \
+             restarting={} evictions={} readmissions={} reclaimed={} request_errors={} \
+             expired={} late_answers={} quarantined={} quarantined_bytes={} outstanding={} \
              pinned_allocs={} pinned_alloc_bytes={} pinned_alloc_failures={} \
              pinned_outstanding={} pinned_outstanding_bytes={}",
             self.submitted,
@@ -165,6 +206,11 @@ impl std::fmt::Display for QatStats {
             self.evictions,
             self.readmissions,
             self.reclaimed,
+            self.request_errors,
+            self.expired,
+            self.late_answers,
+            self.quarantined,
+            self.quarantined_bytes,
             self.outstanding,
             self.pinned_allocs,
             self.pinned_alloc_bytes,
@@ -206,12 +252,28 @@ impl PinnedCounters {
     }
 }
 
+/// One operation handed to qatlib, keyed by its context's address. The job lives here,
+/// not in the context: whoever takes it under the lock (the callback, or the deadline
+/// scan) ends it, so it ends exactly once.
+struct Entry {
+    job: Option<Job>,
+    inst: usize,
+    deadline_ms: u64,
+    bytes: u64,
+    /// Past its deadline: the job has been ended; the context and its pinned block wait
+    /// for a late answer or for qatlib to stop (quarantine).
+    expired: bool,
+}
+
 struct Shared {
     rt: Arc<Runtime>,
     counters: Counters,
     pinned: Arc<PinnedCounters>,
     /// Operation contexts handed to qatlib (addresses of leaked `Box<OpCtx>`).
-    outstanding: Mutex<HashSet<usize>>,
+    outstanding: Mutex<HashMap<usize, Entry>>,
+    op_timeout_ms: u64,
+    /// Next deadline scan (runtime ms).
+    next_scan_ms: AtomicU64,
 }
 
 /// The QAT backend.
@@ -246,7 +308,9 @@ impl QatBackend {
                 rt,
                 counters: Counters::default(),
                 pinned: Arc::new(PinnedCounters::default()),
-                outstanding: Mutex::new(HashSet::new()),
+                outstanding: Mutex::new(HashMap::new()),
+                op_timeout_ms: (cfg.op_timeout.as_millis() as u64).max(1),
+                next_scan_ms: AtomicU64::new(0),
             }),
             next: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -259,6 +323,12 @@ impl QatBackend {
     /// Crypto instances in use.
     pub fn instances(&self) -> usize {
         self.shared.rt.instances.len()
+    }
+
+    /// What qatlib reported at start (sym / asym / dc instances) and which instances
+    /// the backend uses.
+    pub fn inventory(&self) -> &Inventory {
+        &self.shared.rt.inventory
     }
 
     /// Instances out of rotation now.
@@ -294,12 +364,67 @@ impl QatBackend {
             evictions: l(&c.evictions),
             readmissions: l(&c.readmissions),
             reclaimed: l(&c.reclaimed),
+            request_errors: l(&c.request_errors),
+            expired: l(&c.expired),
+            late_answers: l(&c.late_answers),
+            quarantined: l(&c.quarantined),
+            quarantined_bytes: l(&c.quarantined_bytes),
             outstanding: lock(&self.shared.outstanding).len() as u64,
             pinned_allocs,
             pinned_alloc_bytes,
             pinned_alloc_failures: l(&p.alloc_failures),
             pinned_outstanding,
             pinned_outstanding_bytes,
+        }
+    }
+}
+
+impl QatBackend {
+    /// End the operations past their deadline (from the poll thread, at most every
+    /// quarter deadline). qatlib reports neither a device reset nor a lost response
+    /// (its README, "Limitations"), so without this such an operation would stay in
+    /// flight for ever. Its job fails now (the engine fails over when configured); its
+    /// context and pinned block stay (quarantined: the device may still write them)
+    /// until a late answer or qatlib's stop; its instance leaves the rotation and is
+    /// probed again later.
+    fn expire_overdue(&self) {
+        let shared = &self.shared;
+        let rt = &shared.rt;
+        let now = rt.now_ms();
+        let next = shared.next_scan_ms.load(Ordering::Relaxed);
+        let step = (shared.op_timeout_ms / 4).clamp(1, 100);
+        if now < next
+            || shared
+                .next_scan_ms
+                .compare_exchange(next, now + step, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let c = &shared.counters;
+        let mut overdue = Vec::new();
+        for e in lock(&shared.outstanding).values_mut() {
+            if e.expired || now < e.deadline_ms {
+                continue;
+            }
+            e.expired = true;
+            c.expired.fetch_add(1, Ordering::Relaxed);
+            c.quarantined.fetch_add(1, Ordering::Relaxed);
+            c.quarantined_bytes.fetch_add(e.bytes, Ordering::Relaxed);
+            if let Some(job) = e.job.take() {
+                overdue.push((job, e.inst));
+            }
+        }
+        for (job, idx) in overdue {
+            let inst = &rt.instances[idx];
+            if inst.failed(rt, true) {
+                c.evictions.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(instance = %inst.name, timeout_ms = shared.op_timeout_ms, "QAT instance gave no answer within the operation deadline (device reset or lost response); out of rotation");
+            }
+            job.complete(Err(OpError::Failed(format!(
+                "QAT instance {} gave no answer within {} ms (a device reset or a lost response, which qatlib does not report); the operation's pinned memory stays quarantined until qatlib stops",
+                inst.name, shared.op_timeout_ms
+            ))));
         }
     }
 }
@@ -329,9 +454,10 @@ impl Pinned {
         lib: &'static loader::Lib,
         counters: &Arc<PinnedCounters>,
         len: usize,
+        node: i32,
     ) -> Result<Self, OpError> {
         // SAFETY: plain allocation call; the result is checked.
-        let ptr = unsafe { lib.usdm.qaeMemAllocNUMA(len, 0, 64) }.cast::<u8>();
+        let ptr = unsafe { lib.usdm.qaeMemAllocNUMA(len, node, 64) }.cast::<u8>();
         if ptr.is_null() {
             counters.alloc_failures.fetch_add(1, Ordering::Relaxed);
             return Err(OpError::Busy(format!(
@@ -400,7 +526,6 @@ enum OpData {
 }
 
 struct OpCtx {
-    job: Option<Job>,
     shared: Arc<Shared>,
     inst: usize,
     data: OpData,
@@ -482,6 +607,7 @@ fn build(
     lib: &'static loader::Lib,
     pinned: &Arc<PinnedCounters>,
     rsa_crt: bool,
+    node: i32,
 ) -> Result<(OpData, Pinned), OpError> {
     use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     let bad = |why: &str| OpError::Failed(format!("QAT: {why}"));
@@ -490,6 +616,15 @@ fn build(
             let k = key.size();
             if input.len() != k {
                 return Err(bad("RSA input is not the modulus length"));
+            }
+            // qatlib checks 0 < c < n only for a type-1 key; with CRT the device would
+            // return (c mod n)^d. A TLS 1.2 client can send any ciphertext: refuse it, as
+            // BoringSSL's own RSA does.
+            let n = fit(&key.n().to_be_bytes(), k).ok_or_else(|| bad("modulus size"))?;
+            if input.as_slice() >= n.as_slice() {
+                return Err(bad(
+                    "RSA input is not below the modulus (malformed ciphertext)",
+                ));
             }
             let half = k / 2;
             let crt = (|| {
@@ -517,6 +652,7 @@ fn build(
                         lib,
                         pinned,
                         5 * half.next_multiple_of(8) + 2 * k.next_multiple_of(8),
+                        node,
                     )?;
                     key_data.privateKeyRepType =
                         sys::_CpaCyRsaPrivateKeyRepType_CPA_CY_RSA_PRIVATE_KEY_REP_TYPE_2;
@@ -531,7 +667,7 @@ fn build(
                 None => {
                     let n = fit(&key.n().to_be_bytes(), k).ok_or_else(|| bad("modulus size"))?;
                     let d = fit(&key.d().to_be_bytes(), k).ok_or_else(|| bad("exponent size"))?;
-                    mem = Pinned::new(lib, pinned, 4 * k.next_multiple_of(8))?;
+                    mem = Pinned::new(lib, pinned, 4 * k.next_multiple_of(8), node)?;
                     key_data.privateKeyRepType =
                         sys::_CpaCyRsaPrivateKeyRepType_CPA_CY_RSA_PRIVATE_KEY_REP_TYPE_1;
                     key_data.privateKeyRep1 = sys::CpaCyRsaPrivateKeyRep1 {
@@ -564,7 +700,7 @@ fn build(
             let len = n.len();
             let k = nonce(&n)?;
             let m = field_sized(digest, len);
-            let mut mem = Pinned::new(lib, pinned, 11 * len.next_multiple_of(8))?;
+            let mut mem = Pinned::new(lib, pinned, 11 * len.next_multiple_of(8), node)?;
             let op = sys::CpaCyEcdsaSignRSOpData {
                 xg: mem.buffer(len, &unhex(curve.gx)),
                 yg: mem.buffer(len, &unhex(curve.gy)),
@@ -642,12 +778,32 @@ unsafe fn submit_to(ctx: *mut OpCtx, inst: &Inst) -> Submit {
 
 /// End an operation from its callback: copy the result out, free the pinned block,
 /// then complete the job.
-fn finish(mut ctx: Box<OpCtx>, result: Result<Vec<u8>, String>) {
+/// How an operation failed: the instance's fault (counted toward eviction) or the
+/// request's own (qatlib's parameter checks, a signStatus of false): that request alone.
+enum Failure {
+    Instance(String),
+    Request(String),
+}
+
+fn finish(mut ctx: Box<OpCtx>, result: Result<Vec<u8>, Failure>) {
     let shared = Arc::clone(&ctx.shared);
-    lock(&shared.outstanding).remove(&(&*ctx as *const OpCtx as usize));
+    let entry = lock(&shared.outstanding).remove(&(&*ctx as *const OpCtx as usize));
     shared.rt.completions.fetch_add(1, Ordering::Relaxed);
     let inst = &shared.rt.instances[ctx.inst];
     let c = &shared.counters;
+    let (job, expired) = entry.map_or((None, false), |e| (e.job, e.expired));
+    if expired {
+        // A late answer: its job already ended at the deadline; the device is done with
+        // the block now, so it leaves quarantine and is freed.
+        c.late_answers.fetch_add(1, Ordering::Relaxed);
+        c.quarantined.fetch_sub(1, Ordering::Relaxed);
+        if let Some(m) = &ctx.mem {
+            c.quarantined_bytes
+                .fetch_sub(m.len as u64, Ordering::Relaxed);
+        }
+        drop(ctx.mem.take());
+        return;
+    }
     match &result {
         Ok(_) => {
             c.completed.fetch_add(1, Ordering::Relaxed);
@@ -656,15 +812,21 @@ fn finish(mut ctx: Box<OpCtx>, result: Result<Vec<u8>, String>) {
                 tracing::info!(instance = %inst.name, "QAT instance answered its probe; back in rotation");
             }
         }
-        Err(why) => {
+        Err(Failure::Instance(why)) => {
             c.callback_failures.fetch_add(1, Ordering::Relaxed);
             if inst.failed(&shared.rt, false) {
                 c.evictions.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(instance = %inst.name, %why, "QAT instance failing; out of rotation");
             }
         }
+        Err(Failure::Request(_)) => {
+            c.request_errors.fetch_add(1, Ordering::Relaxed);
+            inst.end_probe();
+        }
     }
-    let job = ctx.job.take();
+    let result = result.map_err(|f| match f {
+        Failure::Instance(why) | Failure::Request(why) => why,
+    });
     drop(ctx.mem.take());
     drop(ctx);
     if let Some(job) = job {
@@ -684,10 +846,14 @@ unsafe extern "C" fn rsa_cb(
         let ctx = unsafe { Box::from_raw(tag.cast::<OpCtx>()) };
         let result = match (&ctx.data, status) {
             (OpData::Rsa { out, .. }, 0) => Ok(read_flat(out)),
-            (_, s) => Err(format!(
+            (_, sys::CPA_STATUS_INVALID_PARAM) => Err(Failure::Request(format!(
+                "cpaCyRsaDecrypt callback status {}: the device refused this request",
+                status_text(status)
+            ))),
+            (_, s) => Err(Failure::Instance(format!(
                 "cpaCyRsaDecrypt callback status {}",
                 status_text(s)
-            )),
+            ))),
         };
         finish(ctx, result);
     });
@@ -713,10 +879,16 @@ unsafe extern "C" fn ecdsa_cb(
                 v.extend_from_slice(&read_flat(s));
                 Ok(v)
             }
-            (_, s, ok) => Err(format!(
+            // The device ran and said this signature did not work out (or refused the
+            // request's values): this request's fault, not the instance's.
+            (_, s @ (0 | sys::CPA_STATUS_INVALID_PARAM), ok) => Err(Failure::Request(format!(
                 "cpaCyEcdsaSignRS callback status {}, signStatus {ok}",
                 status_text(s)
-            )),
+            ))),
+            (_, s, ok) => Err(Failure::Instance(format!(
+                "cpaCyEcdsaSignRS callback status {}, signStatus {ok}",
+                status_text(s)
+            ))),
         };
         finish(ctx, result);
     });
@@ -767,38 +939,60 @@ impl Backend for QatBackend {
         }
         let shared = &self.shared;
         let rt = &shared.rt;
-        let (data, mem) = match build(&job, rt.lib, &shared.pinned, self.rsa_crt) {
+        let n = rt.instances.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // Allocate on the node of the instance the operation will most likely go to
+        // (the first in rotation from `start`).
+        let node = (0..n)
+            .map(|i| &rt.instances[(start + i) % n])
+            .find(|i| i.usable(rt))
+            .map_or(0, |i| i.node);
+        let (data, mem) = match build(&job, rt.lib, &shared.pinned, self.rsa_crt, node) {
             Ok(v) => v,
             Err(error) => return Err(Rejected { job, error }),
         };
+        let bytes = mem.len as u64;
         let ptr = Box::into_raw(Box::new(OpCtx {
-            job: Some(job),
             shared: Arc::clone(shared),
             inst: 0,
             data,
             mem: Some(mem),
         }));
+        let mut job = Some(job);
         let c = &shared.counters;
-        let n = rt.instances.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut full = 0;
         let mut error = None;
         for i in 0..n {
             let idx = (start + i) % n;
             let inst = &rt.instances[idx];
-            if !inst.usable(rt) {
+            let Some(probe) = inst.claim(rt) else {
                 continue;
-            }
+            };
             // SAFETY: we own `ptr` until qatlib accepts it.
             unsafe { (*ptr).inst = idx };
-            lock(&shared.outstanding).insert(ptr as usize);
+            lock(&shared.outstanding).insert(
+                ptr as usize,
+                Entry {
+                    job: job.take(),
+                    inst: idx,
+                    deadline_ms: rt.now_ms() + shared.op_timeout_ms,
+                    bytes,
+                    expired: false,
+                },
+            );
             // SAFETY: `ptr` is a leaked Box<OpCtx> registered just above.
             let r = unsafe { submit_to(ptr, inst) };
             if let Submit::Accepted = r {
                 c.submitted.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
             }
-            lock(&shared.outstanding).remove(&(ptr as usize));
+            // Not accepted: no callback and no deadline scan can have taken the job.
+            job = lock(&shared.outstanding)
+                .remove(&(ptr as usize))
+                .and_then(|e| e.job);
+            if probe {
+                inst.end_probe();
+            }
             match r {
                 Submit::Accepted => unreachable!(),
                 Submit::Retry => {
@@ -811,6 +1005,17 @@ impl Backend for QatBackend {
                         c.evictions.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(instance = %inst.name, "QAT instance restarting; out of rotation");
                     }
+                }
+                Submit::Failed(s @ sys::CPA_STATUS_INVALID_PARAM) => {
+                    // qatlib's parameter checks refused this request (an unusual key or
+                    // input): it fails alone; the instance is fine.
+                    c.request_errors.fetch_add(1, Ordering::Relaxed);
+                    error = Some(OpError::Failed(format!(
+                        "QAT instance {} refused this request: {} (qatlib's parameter checks: the key or input is not one the device takes)",
+                        inst.name,
+                        status_text(s)
+                    )));
+                    break;
                 }
                 Submit::Failed(s) => {
                     c.submit_failures.fetch_add(1, Ordering::Relaxed);
@@ -828,9 +1033,8 @@ impl Backend for QatBackend {
             }
         }
         // SAFETY: qatlib did not take `ptr`; we own it again.
-        let mut ctx = unsafe { Box::from_raw(ptr) };
-        let job = ctx.job.take().expect("job present until completion");
-        drop(ctx);
+        drop(unsafe { Box::from_raw(ptr) });
+        let job = job.expect("job present until accepted");
         let error = error.unwrap_or_else(|| {
             if full > 0 {
                 c.busy.fetch_add(1, Ordering::Relaxed);
@@ -881,6 +1085,7 @@ impl Backend for QatBackend {
                 }
             }
         }
+        self.expire_overdue();
         rt.completions.load(Ordering::Relaxed).wrapping_sub(before)
     }
 
@@ -892,7 +1097,8 @@ impl Backend for QatBackend {
         // Let the device answer what it holds (bounded), so its memory is not freed
         // under it.
         let deadline = Instant::now() + Duration::from_millis(500);
-        while !lock(&shared.outstanding).is_empty() && Instant::now() < deadline {
+        let waiting = || lock(&shared.outstanding).values().any(|e| !e.expired);
+        while waiting() && Instant::now() < deadline {
             if self.poll() == 0 {
                 std::thread::sleep(Duration::from_micros(200));
             }
@@ -907,13 +1113,21 @@ impl Backend for QatBackend {
         }
         shared.rt.stop();
         // No callback runs after the instances stopped: end and free what is left.
-        let rest: Vec<usize> = lock(&shared.outstanding).drain().collect();
-        for p in rest {
+        let rest: Vec<(usize, Entry)> = lock(&shared.outstanding).drain().collect();
+        for (p, e) in rest {
             // SAFETY: each address is a leaked Box<OpCtx> qatlib accepted and will never
             // call back for (instances stopped); it is removed from the set once.
-            let mut ctx = unsafe { Box::from_raw(p as *mut OpCtx) };
+            let ctx = unsafe { Box::from_raw(p as *mut OpCtx) };
             shared.counters.reclaimed.fetch_add(1, Ordering::Relaxed);
-            let job = ctx.job.take();
+            if e.expired {
+                // Out of quarantine: qatlib is stopped, the device no longer writes it.
+                shared.counters.quarantined.fetch_sub(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .quarantined_bytes
+                    .fetch_sub(e.bytes, Ordering::Relaxed);
+            }
+            let job = e.job;
             drop(ctx);
             if let Some(job) = job {
                 job.complete(Err(OpError::Shutdown));

@@ -24,6 +24,25 @@
 //!   `CPA_STATUS_RESTARTING`), or no device at all (`icp_sal_userStart` fails and prints
 //!   "Failed to start <section>" as the real library does).
 //!
+//! Like qatlib (read from its sources, not guessed):
+//! - typed instances (`types=asym+sym+dc`, `QAT_SIM_TYPES`): `cpaCyGetInstances` returns
+//!   every crypto instance, sym-only ones included, as on a Gen4 VF split by qatmgr;
+//!   `cpaGetInstances(CPA_ACC_SVC_TYPE_CRYPTO_ASYM)` the asymmetric ones (or generic
+//!   crypto ones when there are none); `cpaCyQueryCapabilities` says what each offers; an
+//!   RSA or ECDSA request on a sym-only or compression handle gets CPA_STATUS_FAIL
+//!   (SAL_CHECK_INSTANCE_TYPE);
+//! - qatlib's RSA parameter checks (version, representation, operation size, top bits and
+//!   oddness of n or p and q, 0 < c < n for type 1, CRT exponent ranges): INVALID_PARAM;
+//! - each buffer's device address comes from the translation function the caller set
+//!   with `cpaCySetAddressTranslation` (else usdm's, counted), and 0 is refused;
+//! - per-instance NUMA nodes (`nodes=0+1`, reported as `nodeAffinity`); buffers allocated
+//!   on another node than their instance's are counted;
+//! - `icp_sal_userStart` is reference-counted (a later start succeeds, only the last
+//!   stop stops); `qaeMemAllocNUMA` refuses a zero size or a non-power-of-two alignment;
+//! - faults qatlib's README admits it does not report: `lost=P` (a response never
+//!   arrives; its ring slot stays taken until a reset) and `reset_every_ms=N` (a device
+//!   reset without notice: what the ring held is dropped, no callback, no RESTARTING).
+//!
 //! Configuration, read at `icp_sal_userStart`: the string given to
 //! [`qat_sim_configure`] if any, else the environment: `QAT_SIM_INSTANCES`,
 //! `QAT_SIM_RING`, `QAT_SIM_LATENCY_US`, `QAT_SIM_SEED`, `QAT_SIM_WORKERS`,
@@ -68,6 +87,12 @@ const RETRY: CpaStatus = CPA_STATUS_RETRY;
 const INVALID: CpaStatus = CPA_STATUS_INVALID_PARAM;
 const RESTARTING: CpaStatus = CPA_STATUS_RESTARTING;
 const UNSUPPORTED: CpaStatus = CPA_STATUS_UNSUPPORTED;
+const SVC_ASYM: CpaAccelerationServiceType =
+    _CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO_ASYM;
+const SVC_SYM: CpaAccelerationServiceType = _CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO_SYM;
+const SVC_CRYPTO: CpaAccelerationServiceType = _CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO;
+const SVC_DC: CpaAccelerationServiceType =
+    _CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_DATA_COMPRESSION;
 const REP_TYPE_1: CpaCyRsaPrivateKeyRepType =
     _CpaCyRsaPrivateKeyRepType_CPA_CY_RSA_PRIVATE_KEY_REP_TYPE_1;
 const REP_TYPE_2: CpaCyRsaPrivateKeyRepType =
@@ -92,6 +117,18 @@ struct Config {
     slow: Duration,
     restart_every: Option<Duration>,
     restart_for: Duration,
+    /// Per-instance service type (sym, asym, dc, cy); None = `instances` generic crypto.
+    types: Option<Vec<Kind>>,
+    /// Probability that the response to a request never arrives (faulty instances).
+    lost: f64,
+    /// Period of silent device resets (faulty instances): requests in the ring are
+    /// dropped without a callback and without a RESTARTING status.
+    reset_every: Option<Duration>,
+    /// Per-instance NUMA node (`nodes=0+1`); default 0.
+    nodes: Option<Vec<u32>>,
+    /// `generic_api=0`: `cpaGetNumInstances`/`cpaGetInstances` answer
+    /// CPA_STATUS_UNSUPPORTED, as from a library whose API predates typed instances.
+    no_generic_api: bool,
 }
 
 impl Default for Config {
@@ -112,7 +149,47 @@ impl Default for Config {
             slow: Duration::from_millis(5),
             restart_every: None,
             restart_for: Duration::from_millis(20),
+            types: None,
+            lost: 0.0,
+            reset_every: None,
+            nodes: None,
+            no_generic_api: false,
         }
+    }
+}
+
+/// An instance's service type, as qatmgr splits a VF's rings: Gen4 crypto VFs carry
+/// separate symmetric and asymmetric instances; older devices generic crypto ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Generic crypto (`SAL_SERVICE_TYPE_CRYPTO`): sym and asym.
+    Cy,
+    /// Symmetric only (`SAL_SERVICE_TYPE_CRYPTO_SYM`).
+    Sym,
+    /// Asymmetric only (`SAL_SERVICE_TYPE_CRYPTO_ASYM`).
+    Asym,
+    /// Compression (`SAL_SERVICE_TYPE_COMPRESSION`).
+    Dc,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "cy" => Ok(Kind::Cy),
+            "sym" => Ok(Kind::Sym),
+            "asym" => Ok(Kind::Asym),
+            "dc" => Ok(Kind::Dc),
+            o => Err(format!("types: \"{o}\" is not one of cy, sym, asym, dc")),
+        }
+    }
+    fn crypto(self) -> bool {
+        self != Kind::Dc
+    }
+    fn asym(self) -> bool {
+        matches!(self, Kind::Cy | Kind::Asym)
+    }
+    fn sym(self) -> bool {
+        matches!(self, Kind::Cy | Kind::Sym)
     }
 }
 
@@ -153,6 +230,21 @@ impl Config {
                 self.restart_every = (ms > 0).then(|| Duration::from_millis(ms));
             }
             "restart_ms" => self.restart_for = Duration::from_millis(int(value)?),
+            "types" => {
+                let v: Result<Vec<Kind>, String> = value.split('+').map(Kind::parse).collect();
+                self.types = Some(v?);
+            }
+            "lost" => self.lost = num(value)?,
+            "generic_api" => self.no_generic_api = value.trim() == "0",
+            "nodes" => {
+                let v: Result<Vec<u32>, String> =
+                    value.split('+').map(|s| int(s).map(|n| n as u32)).collect();
+                self.nodes = Some(v?);
+            }
+            "reset_every_ms" => {
+                let ms = int(value)?;
+                self.reset_every = (ms > 0).then(|| Duration::from_millis(ms));
+            }
             other => return Err(format!("unknown qat-sim setting \"{other}\"")),
         }
         Ok(())
@@ -179,6 +271,7 @@ impl Config {
             ("QAT_SIM_SECTION", "section"),
             ("QAT_SIM_NO_DEVICE", "no_device"),
             ("QAT_SIM_FAULT_INSTANCES", "fault_instances"),
+            ("QAT_SIM_TYPES", "types"),
         ] {
             if let Ok(v) = std::env::var(var) {
                 c.set(key, &v)?;
@@ -217,6 +310,18 @@ static RSA_REP2: AtomicU64 = AtomicU64::new(0);
 static MEM_ALLOCS: AtomicU64 = AtomicU64::new(0);
 static MEM_FREES: AtomicU64 = AtomicU64::new(0);
 static MEM_BAD_FREES: AtomicU64 = AtomicU64::new(0);
+/// `qaeMemAllocNUMA` calls refused as usdm refuses them (size 0, alignment not a power of 2).
+static MEM_BAD_ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Submissions on an instance of the wrong service type (qatlib: CPA_STATUS_FAIL).
+static WRONG_TYPE: AtomicU64 = AtomicU64::new(0);
+/// RSA requests refused by qatlib's parameter checks (CPA_STATUS_INVALID_PARAM).
+static RSA_PARAM_REJECTS: AtomicU64 = AtomicU64::new(0);
+/// Responses that never arrived (the `lost` fault and silent resets).
+static LOST: AtomicU64 = AtomicU64::new(0);
+/// Silent device resets.
+static RESETS: AtomicU64 = AtomicU64::new(0);
+/// `icp_sal_userStart` reference count (qatlib's start_ref_count).
+static START_REFS: Mutex<u32> = Mutex::new(0);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -225,13 +330,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---------------------------------------------------------------- pinned memory
 
 /// Live allocations: start address -> (size, layout).
-static MEM: Mutex<BTreeMap<usize, Layout>> = Mutex::new(BTreeMap::new());
+static MEM: Mutex<BTreeMap<usize, (Layout, c_int)>> = Mutex::new(BTreeMap::new());
+/// Buffers submitted to an instance from memory allocated on another NUMA node
+/// (cross-socket DMA on a 2-socket host).
+static NUMA_MISMATCH: AtomicU64 = AtomicU64::new(0);
+/// Submissions on an instance without a `cpaCySetAddressTranslation` function (qatlib
+/// then uses its own; upstream and qatlib's samples always set usdm's).
+static NO_V2P: AtomicU64 = AtomicU64::new(0);
+
+/// The NUMA node `qaeMemAllocNUMA` was asked for, for the allocation holding `ptr`.
+fn node_of(ptr: *const u8) -> Option<c_int> {
+    let addr = ptr as usize;
+    let mem = lock(&MEM);
+    let (&start, &(layout, node)) = mem.range(..=addr).next_back()?;
+    (addr < start + layout.size()).then_some(node)
+}
 
 fn is_pinned(ptr: *const u8, len: usize) -> bool {
     let addr = ptr as usize;
     let mem = lock(&MEM);
     match mem.range(..=addr).next_back() {
-        Some((&start, layout)) => addr + len <= start + layout.size(),
+        Some((&start, (layout, _))) => addr + len <= start + layout.size(),
         None => false,
     }
 }
@@ -240,17 +359,22 @@ fn is_pinned(ptr: *const u8, len: usize) -> bool {
 #[no_mangle]
 pub extern "C" fn qaeMemAllocNUMA(
     size: usize,
-    _node: c_int,
+    node: c_int,
     phys_alignment_byte: usize,
 ) -> *mut c_void {
-    let align = phys_alignment_byte.max(64).next_power_of_two();
-    let Ok(layout) = Layout::from_size_align(size.max(1), align) else {
+    // usdm refuses a zero size and an alignment that is not a non-zero power of two.
+    if size == 0 || !phys_alignment_byte.is_power_of_two() {
+        MEM_BAD_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        return std::ptr::null_mut();
+    }
+    let align = phys_alignment_byte.max(64);
+    let Ok(layout) = Layout::from_size_align(size, align) else {
         return std::ptr::null_mut();
     };
     // SAFETY: the layout has a non-zero size.
     let p = unsafe { std::alloc::alloc_zeroed(layout) };
     if !p.is_null() {
-        lock(&MEM).insert(p as usize, layout);
+        lock(&MEM).insert(p as usize, (layout, node));
         MEM_ALLOCS.fetch_add(1, Ordering::Relaxed);
     }
     p.cast()
@@ -270,7 +394,7 @@ pub unsafe extern "C" fn qaeMemFreeNUMA(ptr: *mut *mut c_void) {
     if p.is_null() {
         return;
     }
-    let layout = lock(&MEM).remove(&(p as usize));
+    let layout = lock(&MEM).remove(&(p as usize)).map(|(l, _)| l);
     match layout {
         Some(layout) => {
             // SAFETY: `p` was allocated by qaeMemAllocNUMA with exactly this layout and is
@@ -361,6 +485,7 @@ enum Callback {
 struct Request {
     inst: usize,
     generation: u64,
+    lost: bool,
     callback: Callback,
     tag: usize,
     opdata: usize,
@@ -389,10 +514,21 @@ struct InstState {
     done: VecDeque<Response>,
     restart_until: Option<Instant>,
     next_restart: Option<Instant>,
+    /// The caller's address translation (`cpaCySetAddressTranslation`); qatlib falls back
+    /// to its own when none is set.
+    v2p: CpaVirtualToPhysical,
+    /// Ring slots held by requests whose response was lost, until a reset or restart.
+    lost_in_ring: usize,
+    /// Responses of generations below this were dropped by a silent reset.
+    silent_floor: u64,
+    next_reset: Option<Instant>,
 }
 
 struct Instance {
     idx: usize,
+    kind: Kind,
+    /// The instance's NUMA node (`nodeAffinity`).
+    node: u32,
     faulty: bool,
     state: Mutex<InstState>,
 }
@@ -427,6 +563,52 @@ impl Sim {
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Handles of the crypto instances (generic, sym and asym), as cpaCyGetInstances
+    /// returns them on a Gen4 VF split by qatmgr.
+    fn crypto_handles(&self) -> Vec<CpaInstanceHandle> {
+        self.handles_where(|k| k.crypto())
+    }
+
+    fn handles_where(&self, f: impl Fn(Kind) -> bool) -> Vec<CpaInstanceHandle> {
+        self.instances
+            .iter()
+            .filter(|i| f(i.kind))
+            .map(|i| (i.idx + 1) as CpaInstanceHandle)
+            .collect()
+    }
+
+    /// `cpaGetInstances` for one service type (sal_instances.c): asym or sym instances,
+    /// else the generic crypto ones; None for a type it does not know.
+    fn handles_of(&self, svc: CpaAccelerationServiceType) -> Option<Vec<CpaInstanceHandle>> {
+        let typed = |k: Kind| {
+            let v = self.handles_where(|x| x == k);
+            if v.is_empty() {
+                self.handles_where(|x| x == Kind::Cy)
+            } else {
+                v
+            }
+        };
+        match svc {
+            SVC_ASYM => Some(typed(Kind::Asym)),
+            SVC_SYM => Some(typed(Kind::Sym)),
+            SVC_CRYPTO => Some(self.crypto_handles()),
+            SVC_DC => Some(self.handles_where(|k| k == Kind::Dc)),
+            _ => None,
+        }
+    }
+
+    /// qatlib's checks before an asymmetric request's parameters: a known handle
+    /// (else INVALID_PARAM), then the service type (SAL_CHECK_INSTANCE_TYPE: a sym-only
+    /// or compression handle gets CPA_STATUS_FAIL).
+    fn asym_service(&self, handle: CpaInstanceHandle) -> Result<&Instance, CpaStatus> {
+        let inst = self.instance(handle).ok_or(INVALID)?;
+        if !inst.kind.asym() {
+            WRONG_TYPE.fetch_add(1, Ordering::Relaxed);
+            return Err(FAIL);
+        }
+        Ok(inst)
+    }
+
     fn instance(&self, handle: CpaInstanceHandle) -> Option<&Instance> {
         let i = handle as usize;
         if i == 0 {
@@ -437,12 +619,30 @@ impl Sim {
 
     /// Apply the restart schedule of a faulty instance. Returns whether it is restarting.
     fn restarting(&self, inst: &Instance, st: &mut InstState, now: Instant) -> bool {
+        if let (true, Some(every)) = (inst.faulty, self.cfg.reset_every) {
+            let next = *st.next_reset.get_or_insert(now + every);
+            if now >= next {
+                // A reset the library is never told about: what the ring held is gone,
+                // with no callback and no RESTARTING status.
+                st.next_reset = Some(now + every);
+                let dropped = st.done.len();
+                st.done.clear();
+                LOST.fetch_add(dropped as u64, Ordering::Relaxed);
+                st.in_ring = st.in_ring.saturating_sub(dropped + st.lost_in_ring);
+                st.lost_in_ring = 0;
+                st.generation += 1;
+                st.silent_floor = st.generation;
+                RESETS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if let (true, Some(every)) = (inst.faulty, self.cfg.restart_every) {
             let next = *st.next_restart.get_or_insert(now + every);
             if now >= next {
                 st.restart_until = Some(now + self.cfg.restart_for);
                 st.next_restart = Some(now + every);
                 st.generation += 1;
+                st.in_ring = st.in_ring.saturating_sub(st.lost_in_ring);
+                st.lost_in_ring = 0;
                 RESTARTS.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -463,12 +663,17 @@ impl Sim {
     fn admit(
         &self,
         handle: CpaInstanceHandle,
-    ) -> Result<(usize, u64, bool, Instant, Instant), CpaStatus> {
+    ) -> Result<(usize, u64, bool, bool, Instant, Instant), CpaStatus> {
         let inst = self.instance(handle).ok_or(INVALID)?;
         let now = Instant::now();
         // Fixed number of draws per request keeps a seeded run reproducible.
-        let (f_submit, f_retry, f_cb, f_slow) =
-            (self.draw(), self.draw(), self.draw(), self.draw());
+        let (f_submit, f_retry, f_cb, f_slow, f_lost) = (
+            self.draw(),
+            self.draw(),
+            self.draw(),
+            self.draw(),
+            self.draw(),
+        );
         let mut st = lock(&inst.state);
         if !st.started {
             return Err(FAIL);
@@ -491,7 +696,8 @@ impl Sim {
             self.cfg.latency
         };
         let cb_fail = inst.faulty && f_cb < self.cfg.cb_fail;
-        Ok((inst.idx, st.generation, cb_fail, now, now + latency))
+        let lost = inst.faulty && f_lost < self.cfg.lost;
+        Ok((inst.idx, st.generation, cb_fail, lost, now, now + latency))
     }
 
     fn unadmit(&self, idx: usize) {
@@ -524,6 +730,18 @@ fn worker(sim: Arc<Sim>, rx: Arc<Mutex<mpsc::Receiver<Request>>>) {
                 Err(_) => return,
             }
         };
+        if req.lost {
+            // The response never comes. Its ring slot stays taken until the ring is
+            // reset (restart, silent reset, stop); if that already happened, it is free.
+            LOST.fetch_add(1, Ordering::Relaxed);
+            let mut st = lock(&sim.instances[req.inst].state);
+            if req.generation == st.generation && st.started {
+                st.lost_in_ring += 1;
+            } else {
+                st.in_ring = st.in_ring.saturating_sub(1);
+            }
+            continue;
+        }
         let result = match &req.work {
             Work::Rsa(w) => rsa(w).map(Output::Rsa),
             Work::Ecdsa(w) => ecdsa(w).map(|(r, s)| Output::Ecdsa(r, s)),
@@ -809,9 +1027,12 @@ pub unsafe extern "C" fn icp_sal_userStart(name: *const c_char) -> CpaStatus {
         }
     };
     let mut slot = lock(&SIM);
+    let mut refs = lock(&START_REFS);
     if slot.is_some() {
-        eprintln!("qat-sim: icp_sal_userStart called twice without icp_sal_userStop");
-        return FAIL;
+        // qatlib counts starts (sal_user.c start_ref_count): a later start succeeds
+        // without looking at its name, and only the last stop stops.
+        *refs += 1;
+        return SUCCESS;
     }
     if cfg.no_device || cfg.section.as_deref().is_some_and(|s| s != name) {
         eprintln!("Failed to start {name}");
@@ -819,9 +1040,21 @@ pub unsafe extern "C" fn icp_sal_userStart(name: *const c_char) -> CpaStatus {
     }
     let (tx, rx) = mpsc::channel();
     let rx = Arc::new(Mutex::new(rx));
-    let instances = (0..cfg.instances)
-        .map(|idx| Instance {
+    let kinds: Vec<Kind> = match &cfg.types {
+        Some(t) => t.clone(),
+        None => vec![Kind::Cy; cfg.instances],
+    };
+    let instances = kinds
+        .iter()
+        .enumerate()
+        .map(|(idx, &kind)| Instance {
             idx,
+            kind,
+            node: cfg
+                .nodes
+                .as_ref()
+                .and_then(|n| n.get(idx).copied())
+                .unwrap_or(0),
             faulty: cfg
                 .fault_instances
                 .as_ref()
@@ -833,6 +1066,10 @@ pub unsafe extern "C" fn icp_sal_userStart(name: *const c_char) -> CpaStatus {
                 done: VecDeque::new(),
                 restart_until: None,
                 next_restart: None,
+                v2p: None,
+                lost_in_ring: 0,
+                silent_floor: 0,
+                next_reset: None,
             }),
         })
         .collect();
@@ -855,6 +1092,7 @@ pub unsafe extern "C" fn icp_sal_userStart(name: *const c_char) -> CpaStatus {
     *lock(&s.workers) = handles;
     STOPPING.store(false, Ordering::Release);
     STARTS.fetch_add(1, Ordering::Relaxed);
+    *refs = 1;
     *slot = Some(s);
     SUCCESS
 }
@@ -862,8 +1100,21 @@ pub unsafe extern "C" fn icp_sal_userStart(name: *const c_char) -> CpaStatus {
 /// `icp_sal_userStop`: stop the device; requests still in it are dropped unanswered.
 #[no_mangle]
 pub extern "C" fn icp_sal_userStop() -> CpaStatus {
-    let Some(s) = lock(&SIM).take() else {
-        return FAIL;
+    let s = {
+        let mut slot = lock(&SIM);
+        let mut refs = lock(&START_REFS);
+        if slot.is_none() {
+            return FAIL;
+        }
+        if *refs > 1 {
+            *refs -= 1;
+            return SUCCESS;
+        }
+        *refs = 0;
+        match slot.take() {
+            Some(s) => s,
+            None => return FAIL,
+        }
     };
     STOPPING.store(true, Ordering::Release);
     drop(lock(&s.tx).take());
@@ -884,7 +1135,7 @@ pub unsafe extern "C" fn cpaCyGetNumInstances(num: *mut Cpa16U) -> CpaStatus {
     if num.is_null() {
         return INVALID;
     }
-    let n = sim().map_or(0, |s| s.instances.len());
+    let n = sim().map_or(0, |s| s.crypto_handles().len());
     // SAFETY: checked non-null; the caller passes a writable Cpa16U.
     unsafe { *num = n as Cpa16U };
     SUCCESS
@@ -900,13 +1151,113 @@ pub unsafe extern "C" fn cpaCyGetInstances(
     out: *mut CpaInstanceHandle,
 ) -> CpaStatus {
     let Some(s) = sim() else { return FAIL };
-    if out.is_null() || count as usize > s.instances.len() || count == 0 {
+    let handles = s.crypto_handles();
+    if out.is_null() || count as usize > handles.len() || count == 0 {
         return INVALID;
     }
-    for i in 0..count as usize {
+    for (i, h) in handles.into_iter().take(count as usize).enumerate() {
         // SAFETY: `out` has room for `count` handles (caller contract).
-        unsafe { *out.add(i) = (i + 1) as CpaInstanceHandle };
+        unsafe { *out.add(i) = h };
     }
+    SUCCESS
+}
+
+/// `cpaGetNumInstances`: instances of one service type, as qatlib's sal_instances.c
+/// counts them (asym or sym: that type's instances, else the generic crypto ones).
+///
+/// # Safety
+/// `num` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cpaGetNumInstances(
+    svc: CpaAccelerationServiceType,
+    num: *mut Cpa16U,
+) -> CpaStatus {
+    if num.is_null() {
+        return INVALID;
+    }
+    let Some(s) = sim() else { return FAIL };
+    if s.cfg.no_generic_api {
+        return UNSUPPORTED;
+    }
+    let Some(h) = s.handles_of(svc) else {
+        return INVALID;
+    };
+    // SAFETY: checked non-null; the caller passes a writable Cpa16U.
+    unsafe { *num = h.len() as Cpa16U };
+    SUCCESS
+}
+
+/// `cpaGetInstances`: the handles `cpaGetNumInstances` counted.
+///
+/// # Safety
+/// `out` holds `count` writable handles.
+#[no_mangle]
+pub unsafe extern "C" fn cpaGetInstances(
+    svc: CpaAccelerationServiceType,
+    count: Cpa16U,
+    out: *mut CpaInstanceHandle,
+) -> CpaStatus {
+    let Some(s) = sim() else { return FAIL };
+    if s.cfg.no_generic_api {
+        return UNSUPPORTED;
+    }
+    let Some(handles) = s.handles_of(svc) else {
+        return INVALID;
+    };
+    if out.is_null() || count as usize > handles.len() || count == 0 {
+        return INVALID;
+    }
+    for (i, h) in handles.into_iter().take(count as usize).enumerate() {
+        // SAFETY: `out` has room for `count` handles (caller contract).
+        unsafe { *out.add(i) = h };
+    }
+    SUCCESS
+}
+
+/// `cpaCyQueryCapabilities`: what the instance's service type offers.
+///
+/// # Safety
+/// `caps` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cpaCyQueryCapabilities(
+    handle: CpaInstanceHandle,
+    caps: *mut CpaCyCapabilitiesInfo,
+) -> CpaStatus {
+    let Some(s) = sim() else { return FAIL };
+    let Some(inst) = s.instance(handle) else {
+        return INVALID;
+    };
+    if caps.is_null() {
+        return INVALID;
+    }
+    if !inst.kind.crypto() {
+        WRONG_TYPE.fetch_add(1, Ordering::Relaxed);
+        return FAIL;
+    }
+    let b = |v: bool| {
+        if v {
+            _CpaBoolean_CPA_TRUE
+        } else {
+            _CpaBoolean_CPA_FALSE
+        }
+    };
+    let (sym, asym) = (b(inst.kind.sym()), b(inst.kind.asym()));
+    let v = CpaCyCapabilitiesInfo {
+        symSupported: sym,
+        symDpSupported: sym,
+        keySupported: sym,
+        dhSupported: asym,
+        dsaSupported: asym,
+        rsaSupported: asym,
+        ecSupported: asym,
+        ecdhSupported: asym,
+        ecdsaSupported: asym,
+        lnSupported: asym,
+        primeSupported: asym,
+        ..Default::default()
+    };
+    // SAFETY: checked non-null; the caller passes a writable struct.
+    unsafe { *caps = v };
     SUCCESS
 }
 
@@ -937,7 +1288,12 @@ pub unsafe extern "C" fn cpaCyInstanceGetInfo2(
         s.restarting(inst, &mut st, Instant::now())
     };
     let mut v = CpaInstanceInfo2 {
-        accelerationServiceType: _CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO,
+        accelerationServiceType: match inst.kind {
+            Kind::Cy => _CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO,
+            Kind::Sym => _CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO_SYM,
+            Kind::Asym => _CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_CRYPTO_ASYM,
+            Kind::Dc => _CpaAccelerationServiceType_CPA_ACC_SVC_TYPE_DATA_COMPRESSION,
+        },
         ..Default::default()
     };
     copy_str(&mut v.vendorName, "qat-sim");
@@ -950,6 +1306,7 @@ pub unsafe extern "C" fn cpaCyInstanceGetInfo2(
     } else {
         _CpaOperationalState_CPA_OPER_STATE_UP
     };
+    v.nodeAffinity = inst.node;
     v.requiresPhysicallyContiguousMemory = _CpaBoolean_CPA_TRUE;
     v.isPolled = _CpaBoolean_CPA_TRUE;
     v.isOffloaded = _CpaBoolean_CPA_TRUE;
@@ -965,6 +1322,10 @@ pub extern "C" fn cpaCyStartInstance(handle: CpaInstanceHandle) -> CpaStatus {
     let Some(inst) = s.instance(handle) else {
         return INVALID;
     };
+    if !inst.kind.crypto() {
+        WRONG_TYPE.fetch_add(1, Ordering::Relaxed);
+        return FAIL;
+    }
     lock(&inst.state).started = true;
     SUCCESS
 }
@@ -976,10 +1337,15 @@ pub extern "C" fn cpaCyStopInstance(handle: CpaInstanceHandle) -> CpaStatus {
     let Some(inst) = s.instance(handle) else {
         return INVALID;
     };
+    if !inst.kind.crypto() {
+        WRONG_TYPE.fetch_add(1, Ordering::Relaxed);
+        return FAIL;
+    }
     let mut st = lock(&inst.state);
     st.started = false;
     st.done.clear();
     st.in_ring = 0;
+    st.lost_in_ring = 0;
     st.generation += 1;
     SUCCESS
 }
@@ -991,10 +1357,157 @@ pub extern "C" fn cpaCySetAddressTranslation(
     v2p: CpaVirtualToPhysical,
 ) -> CpaStatus {
     let Some(s) = sim() else { return FAIL };
-    if s.instance(handle).is_none() || v2p.is_none() {
+    let Some(inst) = s.instance(handle) else {
+        return INVALID;
+    };
+    if !inst.kind.crypto() {
+        WRONG_TYPE.fetch_add(1, Ordering::Relaxed);
+        return FAIL;
+    }
+    if v2p.is_none() {
         return INVALID;
     }
+    lock(&inst.state).v2p = v2p;
     SUCCESS
+}
+
+/// Byte length of the number in `b` without leading zero bytes (qatlib's
+/// LacPke_GetMinBytes).
+fn min_bytes(b: &[u8]) -> usize {
+    b.len() - b.iter().take_while(|&&x| x == 0).count()
+}
+
+/// RSA operation sizes qatlib accepts (LacRsa_IsValidRsaSize; Debian's build has the
+/// legacy sizes enabled, as its log strings show).
+const RSA_BITS: [usize; 7] = [512, 1024, 1536, 2048, 3072, 4096, 8192];
+
+/// qatlib's RSA decrypt parameter checks (LacRsa_DecryptParamsCheck, lac_rsa.c):
+/// version, key representation, operation size from the key's own numbers, input and
+/// output sizes, the top bits and oddness of n (type 1) or p and q (type 2), 0 < c < n
+/// (type 1 only: qatlib cannot check it for a CRT key), 1 < dP < p-1, 1 < dQ < q-1,
+/// 1 <= qInv < p. Every failure is CPA_STATUS_INVALID_PARAM.
+fn rsa_params(
+    key: &CpaCyRsaPrivateKey,
+    input: &CpaFlatBuffer,
+    out: &CpaFlatBuffer,
+) -> Result<RsaWork, CpaStatus> {
+    let reject = || {
+        RSA_PARAM_REJECTS.fetch_add(1, Ordering::Relaxed);
+        INVALID
+    };
+    if key.version != _CpaCyRsaVersion_CPA_CY_RSA_VERSION_TWO_PRIME {
+        return Err(reject());
+    }
+    let odd = |b: &[u8]| b.last().is_some_and(|x| x & 1 == 1);
+    // The byte where a number of `len` bytes starts in its buffer.
+    let top = |b: &[u8], len: usize| -> Option<u8> { b.len().checked_sub(len).map(|i| b[i]) };
+    let (op_size, work) = match key.privateKeyRepType {
+        REP_TYPE_1 => {
+            let r = &key.privateKeyRep1;
+            let d = flat(&r.privateExponentD)?;
+            let n = flat(&r.modulusN)?;
+            (min_bytes(n), (Some((n, d)), None))
+        }
+        REP_TYPE_2 => {
+            let r = &key.privateKeyRep2;
+            let p = flat(&r.prime1P)?;
+            let q = flat(&r.prime2Q)?;
+            let dp = flat(&r.exponent1Dp)?;
+            let dq = flat(&r.exponent2Dq)?;
+            let qinv = flat(&r.coefficientQInv)?;
+            let size = if min_bytes(p) == min_bytes(q) {
+                2 * min_bytes(p)
+            } else {
+                0
+            };
+            (size, (None, Some((p, q, dp, dq, qinv))))
+        }
+        _ => return Err(reject()),
+    };
+    if !RSA_BITS.contains(&(op_size * 8)) {
+        return Err(reject());
+    }
+    let c = flat(input)?;
+    if min_bytes(c) > op_size {
+        return Err(reject());
+    }
+    flat(out)?;
+    if (out.dataLenInBytes as usize) < op_size {
+        return Err(reject());
+    }
+    let c = fixed(&big(c), op_size);
+    match work {
+        (Some((n, d)), _) => {
+            if top(n, op_size).is_none_or(|b| b & 0xc0 == 0) || !odd(n) {
+                return Err(reject());
+            }
+            let (nn, cc) = (big(n), big(&c));
+            if cc == BigUint::from(0u8) || cc >= nn {
+                return Err(reject());
+            }
+            Ok(RsaWork::Rep1 {
+                n: fixed(&nn, op_size),
+                d: d.to_vec(),
+                c,
+            })
+        }
+        (_, Some((p, q, dp, dq, qinv))) => {
+            let half = op_size / 2;
+            for x in [p, q] {
+                if top(x, half).is_none_or(|b| b & 0x80 == 0) || !odd(x) {
+                    return Err(reject());
+                }
+            }
+            let one = BigUint::from(1u8);
+            let (bp, bq) = (big(p), big(q));
+            let (bdp, bdq, bqi) = (big(dp), big(dq), big(qinv));
+            if bdp <= one || bdp >= &bp - &one || bdq <= one || bdq >= &bq - &one {
+                return Err(reject());
+            }
+            if bqi == BigUint::from(0u8) || bqi >= bp {
+                return Err(reject());
+            }
+            Ok(RsaWork::Rep2 {
+                p: p.to_vec(),
+                q: q.to_vec(),
+                dp: dp.to_vec(),
+                dq: dq.to_vec(),
+                qinv: qinv.to_vec(),
+                // The device computes with c mod p and c mod q: c >= n (which qatlib
+                // does not check for a CRT key) gives (c mod n)^d mod n.
+                c: fixed(&(big(&c) % (&bp * &bq)), op_size),
+            })
+        }
+        _ => Err(reject()),
+    }
+}
+
+/// The address the device would use for each buffer, through the caller's translation
+/// (`cpaCySetAddressTranslation`) or qatlib's default (usdm's): 0 means the device
+/// cannot reach it (qatlib does not check; a device would fault).
+fn translate(
+    v2p: CpaVirtualToPhysical,
+    node: u32,
+    bufs: &[&CpaFlatBuffer],
+) -> Result<(), CpaStatus> {
+    if v2p.is_none() {
+        NO_V2P.fetch_add(1, Ordering::Relaxed);
+    }
+    for b in bufs {
+        if node_of(b.pData).is_some_and(|n| n as u32 != node) {
+            NUMA_MISMATCH.fetch_add(1, Ordering::Relaxed);
+        }
+        let phys = match v2p {
+            // SAFETY: the caller's CpaVirtualToPhysical, called as qatlib calls it.
+            Some(f) => unsafe { f(b.pData.cast()) },
+            None => qaeVirtToPhysNUMA(b.pData.cast()),
+        };
+        if phys == 0 {
+            INVALID_PARAMS.fetch_add(1, Ordering::Relaxed);
+            return Err(INVALID);
+        }
+    }
+    Ok(())
 }
 
 /// `cpaCyRsaDecrypt` (asynchronous only).
@@ -1010,6 +1523,10 @@ pub unsafe extern "C" fn cpaCyRsaDecrypt(
     out: *mut CpaFlatBuffer,
 ) -> CpaStatus {
     let Some(s) = sim() else { return FAIL };
+    let inst = match s.asym_service(handle) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
     let Some(cb) = cb else { return UNSUPPORTED };
     if op.is_null() || out.is_null() {
         return INVALID;
@@ -1023,59 +1540,39 @@ pub unsafe extern "C" fn cpaCyRsaDecrypt(
     let key = unsafe { &*opd.pRecipientPrivateKey };
     // SAFETY: `out` is non-null and valid per the caller's contract.
     let out_buf = unsafe { &*out };
-    let parse = || -> Result<RsaWork, CpaStatus> {
-        let c = flat(&opd.inputData)?.to_vec();
-        let w = match key.privateKeyRepType {
-            REP_TYPE_1 => {
-                let r = &key.privateKeyRep1;
-                let n = flat(&r.modulusN)?.to_vec();
-                if n.len() != c.len() {
-                    return Err(INVALID);
-                }
-                RsaWork::Rep1 {
-                    n,
-                    d: flat(&r.privateExponentD)?.to_vec(),
-                    c,
-                }
-            }
-            REP_TYPE_2 => {
-                let r = &key.privateKeyRep2;
-                let p = flat(&r.prime1P)?.to_vec();
-                if p.len() * 2 != c.len() {
-                    return Err(INVALID);
-                }
-                RsaWork::Rep2 {
-                    q: flat(&r.prime2Q)?.to_vec(),
-                    dp: flat(&r.exponent1Dp)?.to_vec(),
-                    dq: flat(&r.exponent2Dq)?.to_vec(),
-                    qinv: flat(&r.coefficientQInv)?.to_vec(),
-                    p,
-                    c,
-                }
-            }
-            _ => return Err(INVALID),
-        };
-        let out_len = out_buf.dataLenInBytes as usize;
-        let need = match &w {
-            RsaWork::Rep1 { c, .. } | RsaWork::Rep2 { c, .. } => c.len(),
-        };
-        flat(out_buf)?;
-        if out_len < need {
-            return Err(INVALID);
-        }
-        Ok(w)
-    };
-    let work = match parse() {
+    let work = match rsa_params(key, &opd.inputData, out_buf) {
         Ok(w) => w,
         Err(e) => return e,
     };
-    let (inst, generation, cb_fail, submitted, ready_at) = match s.admit(handle) {
+    let v2p = lock(&inst.state).v2p;
+    let mut bufs = vec![&opd.inputData, out_buf];
+    match key.privateKeyRepType {
+        REP_TYPE_1 => bufs.extend([
+            &key.privateKeyRep1.modulusN,
+            &key.privateKeyRep1.privateExponentD,
+        ]),
+        _ => {
+            let r = &key.privateKeyRep2;
+            bufs.extend([
+                &r.prime1P,
+                &r.prime2Q,
+                &r.exponent1Dp,
+                &r.exponent2Dq,
+                &r.coefficientQInv,
+            ]);
+        }
+    }
+    if let Err(e) = translate(v2p, inst.node, &bufs) {
+        return e;
+    }
+    let (inst, generation, cb_fail, lost, submitted, ready_at) = match s.admit(handle) {
         Ok(v) => v,
         Err(e) => return e,
     };
     s.enqueue(Request {
         inst,
         generation,
+        lost,
         callback: Callback::Rsa {
             cb,
             out: out as usize,
@@ -1105,6 +1602,10 @@ pub unsafe extern "C" fn cpaCyEcdsaSignRS(
 ) -> CpaStatus {
     let _ = sign_status;
     let Some(s) = sim() else { return FAIL };
+    let inst = match s.asym_service(handle) {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
     let Some(cb) = cb else { return UNSUPPORTED };
     if op.is_null() || r.is_null() || s_out.is_null() {
         return INVALID;
@@ -1133,13 +1634,21 @@ pub unsafe extern "C" fn cpaCyEcdsaSignRS(
         Ok(w) => w,
         Err(e) => return e,
     };
-    let (inst, generation, cb_fail, submitted, ready_at) = match s.admit(handle) {
+    let v2p = lock(&inst.state).v2p;
+    let bufs = [
+        &opd.xg, &opd.yg, &opd.n, &opd.q, &opd.a, &opd.b, &opd.k, &opd.m, &opd.d, rb, sb,
+    ];
+    if let Err(e) = translate(v2p, inst.node, &bufs) {
+        return e;
+    }
+    let (inst, generation, cb_fail, lost, submitted, ready_at) = match s.admit(handle) {
         Ok(v) => v,
         Err(e) => return e,
     };
     s.enqueue(Request {
         inst,
         generation,
+        lost,
         callback: Callback::Ecdsa {
             cb,
             r: r as usize,
@@ -1192,20 +1701,27 @@ pub extern "C" fn icp_sal_CyPollInstance(handle: CpaInstanceHandle, quota: Cpa32
         let restarting = s.restarting(inst, &mut st, now);
         let gen = st.generation;
         let mut ready = Vec::new();
+        let mut removed = 0;
         let mut i = 0;
         while i < st.done.len() && ready.len() < quota {
-            // Responses from before a restart fail at once; others wait for their latency.
-            if st.done[i].generation != gen || st.done[i].ready_at <= now {
+            // Responses from before a silent reset are gone; from before a restart they
+            // fail at once; others wait for their latency.
+            if st.done[i].generation < st.silent_floor {
+                st.done.remove(i);
+                removed += 1;
+                LOST.fetch_add(1, Ordering::Relaxed);
+            } else if st.done[i].generation != gen || st.done[i].ready_at <= now {
                 let mut r = st.done.remove(i).expect("index in range");
                 if r.generation != gen {
                     r.result = Err(FAIL);
                 }
                 ready.push(r);
+                removed += 1;
             } else {
                 i += 1;
             }
         }
-        st.in_ring = st.in_ring.saturating_sub(ready.len());
+        st.in_ring = st.in_ring.saturating_sub(removed);
         (ready, restarting)
     };
     let n = ready.len();
@@ -1305,7 +1821,12 @@ pub unsafe extern "C" fn qat_sim_configure(list: *const c_char) -> c_int {
 /// A counter by name: submits, retries, submit_faults, cb_faults, restarts, completions,
 /// starts, stops, polls, invalid_params, rsa_rep1, rsa_rep2 (RSA requests computed
 /// per key representation), mem_allocs, mem_frees, mem_bad_frees,
-/// mem_outstanding (live pinned allocations), in_ring (requests in all rings now).
+/// mem_outstanding (live pinned allocations), in_ring (requests in all rings now),
+/// mem_bad_allocs, wrong_type (requests on an instance of the wrong service type),
+/// rsa_param_rejects (qatlib's RSA parameter checks), lost (responses that never came),
+/// resets (silent device resets), start_refs (icp_sal_userStart reference count),
+/// numa_mismatch (buffers from another node than the instance's), no_v2p_submits
+/// (requests on an instance without the caller's address translation).
 /// Unknown names return u64::MAX.
 ///
 /// # Safety
@@ -1338,6 +1859,14 @@ pub unsafe extern "C" fn qat_sim_counter(name: *const c_char) -> u64 {
         "mem_allocs" => c(&MEM_ALLOCS),
         "mem_frees" => c(&MEM_FREES),
         "mem_bad_frees" => c(&MEM_BAD_FREES),
+        "mem_bad_allocs" => c(&MEM_BAD_ALLOCS),
+        "numa_mismatch" => c(&NUMA_MISMATCH),
+        "no_v2p_submits" => c(&NO_V2P),
+        "wrong_type" => c(&WRONG_TYPE),
+        "rsa_param_rejects" => c(&RSA_PARAM_REJECTS),
+        "lost" => c(&LOST),
+        "resets" => c(&RESETS),
+        "start_refs" => u64::from(*lock(&START_REFS)),
         "mem_outstanding" => lock(&MEM).len() as u64,
         "in_ring" => sim().map_or(0, |s| {
             s.instances
@@ -1381,6 +1910,9 @@ mod signature_checks {
         same(&l.qaeMemAllocNUMA, super::qaeMemAllocNUMA);
         same(&l.qaeMemFreeNUMA, super::qaeMemFreeNUMA);
         same(&l.qaeVirtToPhysNUMA, super::qaeVirtToPhysNUMA);
+        same(&l.cpaGetNumInstances, super::cpaGetNumInstances);
+        same(&l.cpaGetInstances, super::cpaGetInstances);
+        same(&l.cpaCyQueryCapabilities, super::cpaCyQueryCapabilities);
     }
 }
 
