@@ -37,6 +37,16 @@ fn main() {
     }
     qat_bindings(&include, &out);
     qatzip_bindings(&include, &out);
+    // ENVOY_QAT_SKIP_CXX=1: the custom Envoy build (bazel/rust-staticlib.sh). Cargo builds only
+    // the Rust core, as a static library; cxxbridge generates the bridge's C++ and Bazel
+    // compiles it, cpp/ssl and cpp/envoy against Envoy's own BoringSSL. Nothing here may then
+    // compile C++ or link a TLS library: Debian's Android BoringSSL would otherwise end up in
+    // Envoy beside Envoy's own. Only the library can be built so: the binary and the tests
+    // need the C++ glue.
+    println!("cargo:rerun-if-env-changed=ENVOY_QAT_SKIP_CXX");
+    if env::var("ENVOY_QAT_SKIP_CXX").is_ok_and(|v| !v.is_empty() && v != "0") {
+        return;
+    }
     cxx_glue(&manifest);
 }
 
