@@ -53,12 +53,12 @@ cp "$cxx_dir/include/cxx.h" "$out/include/rust/cxx.h"
 # cxx.cc includes "../include/cxx.h": keep the crate's layout.
 cp "$cxx_dir/src/cxx.cc" "$out/cxx/src/cxx.cc"
 cp "$cxx_dir/include/cxx.h" "$out/cxx/include/cxx.h"
-# (ar's LTO plugin may complain about rustc's bitcode on stderr; check-staticlib.sh below
-# checks the result.)
+# (ar's LTO plugin prints complaints about rustc's bitcode, hence the silence; check-staticlib.sh
+# below checks the result.)
 members=$(ar t "$out/libenvoy_qat.a" 2>/dev/null | grep -E '(^|-)cxx\.o$' || true)
 [[ -n "$members" ]] || { echo "rust-staticlib: no cxx.o in libenvoy_qat.a (cxx crate changed?)" >&2; exit 1; }
 # shellcheck disable=SC2086 # one member name per word
-ar d "$out/libenvoy_qat.a" $members 2>/dev/null
+ar d "$out/libenvoy_qat.a" $members >/dev/null 2>&1
 
 "$cxxbridge" src/bridge.rs --header -o "$out/include/envoy-qat/src/bridge.rs.h"
 "$cxxbridge" src/bridge.rs -o "$out/src/bridge.rs.cc"

@@ -24,10 +24,10 @@ grep -q '^ISTIO_ENABLED_CONTRIB_EXTENSIONS = \[' "$ext" || {
   echo "add-envoy-qat: $ext has no ISTIO_ENABLED_CONTRIB_EXTENSIONS list; this istio/proxy layout is not supported" >&2
   exit 1
 }
-# 1. Istio (1.23 on) links Envoy's contrib QAT private key provider. It registers the factory
-#    name `qat` and the proto message envoy.extensions.private_key_providers.qat.v3alpha.
-#    QatPrivateKeyMethodConfig, as ours does (wire-compatible on purpose): both in one binary
-#    abort Envoy at start-up. Take upstream's (and its qatzip, should a release enable it) out
+# 1. istio/proxy 1.20 to 1.28 link Envoy's contrib QAT private key provider. It registers
+#    the factory name `qat` and the proto message envoy.extensions.private_key_providers.qat.
+#    v3alpha.QatPrivateKeyMethodConfig, as ours does (wire-compatible on purpose): both in one
+#    binary abort Envoy at start-up. Take upstream's (and its qatzip, should a release enable it) out
 #    of the enabled contrib list (later istio/proxy branches comment it out themselves).
 for name in envoy.tls.key_providers.qat envoy.compression.qatzip.compressor; do
   sed -i "/^ISTIO_ENABLED_CONTRIB_EXTENSIONS = \[/,/^\]/{/^[[:space:]]*\"${name//./\\.}\",/d}" "$ext"
