@@ -37,9 +37,19 @@ fn main() {
     }
     qat_bindings(&include, &out);
     qatzip_bindings(&include, &out);
-    // Feature "glue" (default): the cxx bridge and cpp/ssl. The dynamic module and a Bazel
-    // build that compiles the C++ itself build the library without it.
-    if env::var_os("CARGO_FEATURE_GLUE").is_some() {
+    // Two switches for the C++ glue (the cxx bridge's C++ and cpp/ssl over Debian's Android
+    // BoringSSL):
+    // - feature "glue" (default) off: no bridge at all, Rust or C++ (the Envoy dynamic
+    //   module, which must bring no C++ runtime and no second TLS library into Envoy);
+    // - ENVOY_QAT_SKIP_CXX=1: the custom Envoy build (bazel/rust-staticlib.sh). Cargo builds
+    //   the Rust core with the bridge's Rust side as a static library; cxxbridge generates
+    //   the bridge's C++ and Bazel compiles it, cpp/ssl and cpp/envoy against Envoy's own
+    //   BoringSSL. Nothing here may then compile C++ or link a TLS library: Debian's
+    //   Android BoringSSL would otherwise end up in Envoy beside Envoy's own. Only the
+    //   library can be built so: the binary and the tests need the C++ glue.
+    println!("cargo:rerun-if-env-changed=ENVOY_QAT_SKIP_CXX");
+    let skip_cxx = env::var("ENVOY_QAT_SKIP_CXX").is_ok_and(|v| !v.is_empty() && v != "0");
+    if env::var_os("CARGO_FEATURE_GLUE").is_some() && !skip_cxx {
         cxx_glue(&manifest);
     }
 }

@@ -1,21 +1,40 @@
 #!/usr/bin/env bash
-# Build the custom Envoy (bazel/BUILD.bazel //:envoy) on a machine with internet access.
-# Reads the Bazel version and the build image from the pinned Envoy release itself, so
-# every tool version is the one Envoy pins. Run inside Envoy's build image (Dockerfile.envoy
-# does), or on a host with bazelisk, clang and the qatlib/QATzip -dev headers.
+# Build the custom Envoy (bazel/BUILD.bazel //:envoy) on a machine with internet access, in
+# Envoy's build image (Dockerfile.envoy does), which has Bazel(isk) and Envoy's LLVM in
+# /opt/llvm (LLVM_ROOT).
+#  1. The Rust core: cargo + cxxbridge (bazel/rust-staticlib.sh) into ../target/envoy-qat-bazel,
+#     unless that directory already holds a checked build (Dockerfile.envoy's Rust stage
+#     made it: ENVOY_QAT_RUST_PREBUILT=1).
+#  2. Envoy's .bazelversion and .bazelrc from the pinned archive (its sha256 checked); the
+#     .bazelrc's workspace-relative paths are pointed at files of this workspace.
+#  3. bazel build -c opt //:envoy with Envoy's clang/libc++ configuration.
 #   usage: bazel/build.sh [extra bazel build flags]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+rust_out="$repo/target/envoy-qat-bazel"
+if [[ "${ENVOY_QAT_RUST_PREBUILT:-0}" == 1 ]]; then
+  "$here/check-staticlib.sh" "$rust_out"
+else
+  "$here/rust-staticlib.sh" "$rust_out" release
+fi
+
 fetched=$("$here/fetch-envoy.sh") # fails on a checksum mismatch
 eval "$fetched"
-# Envoy's .bazelrc (build settings, toolchains) and .bazelversion, from the same archive.
-tar -xzf "$tarball" -C "$cache" "envoy-$ver/.bazelrc" "envoy-$ver/.bazelversion"
-cp "$cache/envoy-$ver/.bazelversion" "$here/.bazelversion"
-cp "$cache/envoy-$ver/.bazelrc" "$here/envoy.bazelrc"
-if [[ ! -f "$here/cargo-bazel-lock.json" ]]; then
-  # First build: let crate_universe write the lock file from Cargo.lock; commit it afterwards.
-  export CARGO_BAZEL_REPIN=1
+cp "$dir/.bazelversion" "$here/.bazelversion"
+cp "$dir/bazel/platform_mappings" "$here/envoy_platform_mappings"
+# Envoy's .bazelrc names two files relative to Envoy's own workspace: its workspace status
+# script (reads Envoy's git checkout) and its platform mappings.
+sed -e 's|^build --workspace_status_command=.*|build --workspace_status_command="bash workspace_status.sh"|' \
+  -e 's|^build --platform_mappings=bazel/platform_mappings|build --platform_mappings=envoy_platform_mappings|' \
+  "$dir/.bazelrc" > "$here/envoy.bazelrc"
+if grep -nE '^[a-z:-]+ .*(=| )bazel/[a-z_]+' "$here/envoy.bazelrc" | grep -v '^[0-9]*:#' | grep -v '%workspace%' >&2; then
+  echo "build.sh: Envoy's .bazelrc names more workspace-relative files (above): map them too" >&2
+  exit 1
 fi
+# clang.bazelrc: Envoy's setup_clang.sh over the build image's LLVM.
+BAZELRC_FILE="$here/clang.bazelrc" bash "$dir/bazel/setup_clang.sh" "${LLVM_ROOT:-/opt/llvm}"
+
 cd "$here"
-bazelisk build -c opt //:envoy "$@"
-echo "built: $(bazelisk info -c opt bazel-bin)/envoy"
+"${BAZEL:-bazel}" build -c opt //:envoy "$@"
+echo "built: $("${BAZEL:-bazel}" info -c opt bazel-bin)/envoy"

@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
-# Download the pinned Envoy source archive (versions.bzl) once, check its sha256, and print
-# its path and version. Shared by build.sh and build-image.sh.
-#   usage: fetched=$(bazel/fetch-envoy.sh); eval "$fetched"   -> sets tarball, ver, cache
+# Download the pinned Envoy source archive (versions.bzl) once, check its sha256, and unpack
+# the few files the build takes from it: .bazelversion, .bazelrc, bazel/platform_mappings,
+# bazel/setup_clang.sh. Prints `dir=<unpacked directory>` for eval.
+#   usage: fetched=$(bazel/fetch-envoy.sh); eval "$fetched"
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-ver=$(sed -n 's/^ENVOY_VERSION = "\(.*\)"/\1/p' "$here/versions.bzl")
-sha=$(sed -n 's/^ENVOY_SHA256 = "\(.*\)"/\1/p' "$here/versions.bzl")
+commit=$("$here/pin.sh" ENVOY_COMMIT)
+sha=$("$here/pin.sh" ENVOY_SHA256)
+url="https://github.com/envoyproxy/envoy/archive/$commit.zip"
 cache="${ENVOY_QAT_BAZEL_CACHE:-$here/.cache}"
 mkdir -p "$cache"
-tarball="$cache/envoy-$ver.tar.gz"
-if [[ ! -f "$tarball" ]]; then
-  curl -fsSL -o "$tarball.part" "https://github.com/envoyproxy/envoy/archive/v$ver.tar.gz"
-  mv "$tarball.part" "$tarball"
+archive="$cache/envoy-$commit.zip"
+if [[ ! -f "$archive" ]]; then
+  curl -fsSL -o "$archive.part" "$url"
+  mv "$archive.part" "$archive"
 fi
-echo "$sha  $tarball" | sha256sum -c --quiet >&2
-printf 'tarball=%q\nver=%q\ncache=%q\n' "$tarball" "$ver" "$cache"
+echo "$sha  $archive" | sha256sum -c --quiet >&2 || {
+  echo "fetch-envoy: $archive does not have the sha256 pinned in bazel/versions.bzl" >&2
+  exit 1
+}
+dir="$cache/envoy-$commit"
+python3 - "$archive" "$dir" <<'PY'
+import sys, zipfile
+archive, dest = sys.argv[1], sys.argv[2]
+prefix = dest.rsplit("/", 1)[1] + "/"
+wanted = [".bazelversion", ".bazelrc", "bazel/platform_mappings", "bazel/setup_clang.sh"]
+with zipfile.ZipFile(archive) as z:
+    for name in wanted:
+        z.extract(prefix + name, dest.rsplit("/", 1)[0])
+PY
+printf 'dir=%q\n' "$dir"

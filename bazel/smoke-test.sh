@@ -36,5 +36,11 @@ done
 body=$(curl -sk --http2 --compressed -D "$work/headers" https://127.0.0.1:10443/index.html)
 grep -qi '^content-encoding: gzip' "$work/headers" || { echo "smoke: response not gzip" >&2; exit 1; }
 [[ "$body" == *"hello envoy-qat"* ]] || { echo "smoke: wrong body" >&2; exit 1; }
-docker logs envoy-qat-smoke 2>&1 | grep -i "qat" | head -5 || true
+# Envoy lists its statically linked extensions at start-up: ours must be registered there.
+logs=$(docker logs envoy-qat-smoke 2>&1)
+grep -Eq 'envoy\.tls\.key_providers:.*\bqat\b' <<<"$logs" \
+  || { echo "smoke: private key provider qat not registered" >&2; exit 1; }
+grep -Eq 'envoy\.compression\.compressor:.*envoy\.compression\.qatzip\.compressor' <<<"$logs" \
+  || { echo "smoke: compressor envoy.compression.qatzip.compressor not registered" >&2; exit 1; }
+grep -i "qat" <<<"$logs" | head -5 || true
 echo "smoke: ok"

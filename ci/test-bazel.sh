@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # What can be checked of bazel/ without internet for Bazel: buildifier lint of every
-# BUILD/.bzl/WORKSPACE file, shell syntax of the build scripts, the Envoy version pinned in
-# one place, the add-envoy-qat patcher run against a copy of istio/proxy's layout, every
-# file a BUILD file or a Dockerfile names exists, hadolint on the Dockerfiles, and the
-# images' qatlib/QATzip pins equal to the versions the build fetched.
+# BUILD/.bzl/WORKSPACE file, shell syntax of the build scripts, every version pinned in
+# bazel/versions.bzl only (the Dockerfiles' defaults and the workflow follow it), the
+# add-envoy-qat patcher run against a copy of istio/proxy's layout, every file a BUILD file
+# or a Dockerfile names exists (and the proto/visibility mistakes Envoy's rules reject),
+# hadolint on the Dockerfiles, the images' qatlib/QATzip pins equal to the versions the build
+# fetched, and the Rust half of the custom build: cargo builds the static library with
+# ENVOY_QAT_SKIP_CXX=1 (no TLS library, no C++ inside), cxxbridge at Cargo.lock's cxx version
+# generates the bridge, and the generated bridge, cxx's runtime and cpp/ssl compile with
+# Envoy's warning flags in the include layout Bazel gives them (against Debian's BoringSSL
+# headers here; Envoy's own in the networked build).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bf="$repo/build/tools/buildifier"
@@ -15,35 +21,63 @@ lint() { # type files...
     exit 1
   }
 }
-lint build bazel/BUILD.bazel bazel/envoy_qat.BUILD.bazel
+lint build bazel/BUILD.bazel bazel/envoy_qat.BUILD.bazel bazel/envoy_qat_rust.BUILD.bazel
 lint workspace bazel/WORKSPACE.bazel
 lint bzl bazel/*.bzl
 for s in "$repo"/bazel/*.sh "$repo"/bazel/istio/*.sh; do bash -n "$s"; done
-grep -q 'ENVOY_SHA256 = "[0-9a-f]\{64\}"' "$repo/bazel/versions.bzl"
-# cxxbridge in Bazel must be the same version as the cxx crate in Cargo.lock.
-cxx=$(awk '/^name = "cxx"$/{getline; gsub(/version = |"/,""); print; exit}' "$repo/Cargo.lock")
-if [[ -n "$cxx" ]]; then
-  grep -q "=$cxx\"" "$repo/bazel/WORKSPACE.bazel" \
-    || { echo "bazel/WORKSPACE.bazel: cxxbridge-cmd must be =$cxx like Cargo.lock's cxx" >&2; exit 1; }
-  grep -q "=$cxx\"" "$repo/bazel/istio/add-envoy-qat.sh" \
-    || { echo "bazel/istio/add-envoy-qat.sh: cxxbridge-cmd must be =$cxx" >&2; exit 1; }
+pin() { "$repo/bazel/pin.sh" "$1"; }
+[[ $(pin ENVOY_SHA256) =~ ^[0-9a-f]{64}$ ]] || { echo "versions.bzl: ENVOY_SHA256 is not a sha256" >&2; exit 1; }
+[[ $(pin ENVOY_COMMIT) =~ ^[0-9a-f]{40}$ ]] || { echo "versions.bzl: ENVOY_COMMIT is not a commit" >&2; exit 1; }
+[[ $(pin ISTIO_PROXY_COMMIT) =~ ^[0-9a-f]{40}$ ]] || { echo "versions.bzl: ISTIO_PROXY_COMMIT is not a commit" >&2; exit 1; }
+# Versions live in versions.bzl only: the Dockerfiles' ARG defaults equal it, and nothing
+# else in bazel/, the workflow or the Dockerfiles spells an Envoy or Istio version.
+for df in bazel/Dockerfile.envoy bazel/Dockerfile.proxyv2; do
+  grep -qx "ARG RUST_IMAGE=$(pin RUST_IMAGE)" "$df" \
+    || { echo "$df: ARG RUST_IMAGE default must be versions.bzl's $(pin RUST_IMAGE)" >&2; exit 1; }
+done
+grep -qx "ARG ISTIO_VERSION=$(pin ISTIO_VERSION)" bazel/Dockerfile.proxyv2 \
+  || { echo "bazel/Dockerfile.proxyv2: ARG ISTIO_VERSION default must be versions.bzl's $(pin ISTIO_VERSION)" >&2; exit 1; }
+if grep -nE '1\.[0-9]{2}\.[0-9]+|[0-9a-f]{40}' bazel/*.sh bazel/istio/*.sh bazel/*.bazel .github/workflows/envoy-image.yml \
+  | grep -v '^bazel/versions.bzl' >&2; then
+  echo "a version or commit outside bazel/versions.bzl (above): read it with bazel/pin.sh" >&2
+  exit 1
 fi
-# The istio/proxy patcher: applied to a tree with istio/proxy's BUILD layout, twice.
+# cxxbridge is installed at Cargo.lock's cxx version (never spelled elsewhere), and the cxx
+# crates agree with each other in Cargo.lock.
+for df in bazel/Dockerfile.envoy bazel/Dockerfile.proxyv2; do
+  grep -q 'cargo install --locked cxxbridge-cmd --version "=${cxx}"' "$df" \
+    || { echo "$df: install cxxbridge-cmd at Cargo.lock's cxx version" >&2; exit 1; }
+done
+cxx=$(awk '/^name = "cxx"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
+for c in cxx-build cxxbridge-flags cxxbridge-macro; do
+  v=$(awk -v n="$c" '$0 == "name = \"" n "\""{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
+  [[ -z "$v" || "$v" == "$cxx" ]] || { echo "Cargo.lock: $c $v differs from cxx $cxx" >&2; exit 1; }
+done
+# The istio/proxy patcher: applied to a tree with istio/proxy's layout (1.28), twice. It
+# takes Envoy's contrib `qat` out of Istio's enabled list and keeps the rest.
 t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 printf 'ISTIO_EXTENSIONS = [\n    "//source/extensions/filters/http/alpn:config_lib",\n]\n' > "$t/BUILD"
 printf 'workspace(name = "io_istio_proxy")\n' > "$t/WORKSPACE"
+mkdir -p "$t/bazel/extension_config"
+printf 'ISTIO_ENABLED_CONTRIB_EXTENSIONS = [\n    "envoy.filters.network.mysql_proxy",\n    "envoy.tls.key_providers.cryptomb",\n    "envoy.tls.key_providers.qat",\n]\n' \
+  > "$t/bazel/extension_config/extensions_build_config.bzl"
 "$repo/bazel/istio/add-envoy-qat.sh" "$t" "$repo" 2>/dev/null
 "$repo/bazel/istio/add-envoy-qat.sh" "$t" "$repo" 2>/dev/null
 [[ $(grep -c '@envoy_qat//:envoy_extensions' "$t/BUILD") == 1 ]]
 [[ $(grep -c 'name = "envoy_qat"' "$t/WORKSPACE") == 1 ]]
-"$bf" -mode=check -type=workspace "$t/WORKSPACE" >/dev/null 2>&1 || "$bf" -type=workspace -d "$t/WORKSPACE" | head -20
+if grep -q '"envoy.tls.key_providers.qat"' "$t/bazel/extension_config/extensions_build_config.bzl"; then
+  echo "add-envoy-qat.sh left Istio's contrib qat enabled" >&2
+  exit 1
+fi
+grep -q '"envoy.tls.key_providers.cryptomb"' "$t/bazel/extension_config/extensions_build_config.bzl"
+"$bf" -mode=check -type=workspace "$t/WORKSPACE" >/dev/null 2>&1 || { "$bf" -type=workspace -d "$t/WORKSPACE" | head -20; exit 1; }
 # Every file a BUILD file names, and every COPY source of the Dockerfiles, exists; the
 # check fails on a BUILD file that names a missing source.
 python3 "$repo/ci/check_bazel_sources.py" "$repo"
 mkdir -p "$t/neg"
 cp -r "$repo/bazel" "$t/neg/"
-for d in src cpp build.rs Cargo.toml Cargo.lock envoy-config ci; do ln -s "$repo/$d" "$t/neg/$d"; done
-sed -i 's|srcs = \["build.rs"\]|srcs = ["build.rs", "src/missing.rs"]|' "$t/neg/bazel/envoy_qat.BUILD.bazel"
+for d in src cpp tests build.rs Cargo.toml Cargo.lock envoy-config ci; do ln -s "$repo/$d" "$t/neg/$d"; done
+sed -i 's|qatzip/compressor/v3alpha/qatzip.proto|qatzip/compressor/v3alpha/missing.proto|' "$t/neg/bazel/envoy_qat.BUILD.bazel"
 if python3 "$repo/ci/check_bazel_sources.py" "$t/neg" >/dev/null; then
   echo "check_bazel_sources.py missed a BUILD file naming a missing source" >&2
   exit 1
@@ -64,4 +98,25 @@ for pkg in libqat4 libusdm0 libqatzip3; do
     }
   done
 done
-echo "bazel/: lint clean"
+# The Rust half: the static library without C++ or a TLS library, and the generated bridge.
+# cxxbridge-cmd comes from crates.io at Cargo.lock's cxx version, built once into build/.
+cxxbridge=${CXXBRIDGE:-$repo/build/tools/cxxbridge-$cxx/bin/cxxbridge}
+if [[ ! -x "$cxxbridge" ]]; then
+  cargo install --quiet --locked cxxbridge-cmd --version "=$cxx" --root "$repo/build/tools/cxxbridge-$cxx"
+fi
+out="$repo/target/envoy-qat-bazel"
+CXXBRIDGE="$cxxbridge" "$repo/bazel/rust-staticlib.sh" "$out" dev
+# The C++ that Bazel compiles, in the include layout envoy_qat.BUILD.bazel and
+# envoy_qat_rust.BUILD.bazel give it (envoy-qat/cpp/ssl, envoy-qat/src/bridge.rs.h,
+# rust/cxx.h), with Envoy's warning flags (bazel/envoy_internal.bzl envoy_copts, clang set).
+inc="$t/include"
+mkdir -p "$inc/envoy-qat"
+ln -s "$repo/cpp" "$inc/envoy-qat/cpp"
+for f in cpp/ssl/private_key.cc cpp/ssl/tls.cc "$out/src/bridge.rs.cc" "$out/cxx/src/cxx.cc"; do
+  clang++ -std=c++20 -fsyntax-only -Wall -Wextra -Werror -Wnon-virtual-dtor -Woverloaded-virtual \
+    -Wold-style-cast -Wformat -Wformat-security -Wvla -Wno-deprecated-declarations -Wreturn-type \
+    -Wgnu-conditional-omitted-operand -Wrange-loop-analysis \
+    -iquote "$inc" -iquote "$out/include" -I "$out/include" -isystem /usr/include/android "$f" \
+    || { echo "$f does not compile in the Bazel include layout" >&2; exit 1; }
+done
+echo "bazel/: lint clean; Rust static library and generated bridge checked"

@@ -1,13 +1,21 @@
 #include "cpp/envoy/qat_private_key_provider.h"
 
 #include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
 
+#include "envoy/common/exception.h"
 #include "envoy/registry/registry.h"
 
 #include "source/common/config/datasource.h"
 #include "source/common/config/utility.h"
 #include "source/common/protobuf/message_validator_impl.h"
 #include "source/common/protobuf/utility.h"
+
+#include "cpp/api/envoy/extensions/private_key_providers/qat/v3alpha/qat.pb.validate.h"
+#include "openssl/ssl.h"
 
 namespace Envoy {
 namespace Extensions {
@@ -68,10 +76,28 @@ private:
 
 } // namespace
 
+QatProviderShared::QatProviderShared(
+    std::shared_ptr<const envoy_qat::ssl::KeyProvider> key_provider, Stats::Scope& scope)
+    : provider(std::move(key_provider)),
+      stats{ALL_QAT_PROVIDER_STATS(POOL_COUNTER_PREFIX(scope, "qat."),
+                                   POOL_GAUGE_PREFIX(scope, "qat."))} {}
+
+void QatProviderShared::publishStats() {
+  const envoy_qat::ffi::ProviderStats now = provider->engine().stats();
+  stats.operations_.add(now.submitted - last.submitted);
+  stats.retries_.add(now.started_async - last.started_async);
+  stats.failovers_.add(now.fallbacks - last.fallbacks);
+  stats.failures_.add(now.op_failures - last.op_failures);
+  stats.cancelled_.add(now.cancelled - last.cancelled);
+  stats.rejected_busy_.add(now.rejected_busy - last.rejected_busy);
+  stats.in_flight_.set(now.in_flight);
+  stats.latency_p50_us_.set(now.latency_p50_ns / 1000);
+  stats.latency_p99_us_.set(now.latency_p99_ns / 1000);
+  last = now;
+}
+
 QatPrivateKeyMethodProvider::QatPrivateKeyMethodProvider(
-    const QatConfig& config, Server::Configuration::TransportSocketFactoryContext& context)
-    : stats_{ALL_QAT_PROVIDER_STATS(POOL_COUNTER_PREFIX(context.statsScope(), "qat."),
-                                    POOL_GAUGE_PREFIX(context.statsScope(), "qat."))} {
+    const QatConfig& config, Server::Configuration::TransportSocketFactoryContext& context) {
   auto& server = context.serverFactoryContext();
   const std::string key_bytes = THROW_OR_RETURN_VALUE(
       Config::DataSource::read(config.private_key(), true, server.api()), std::string);
@@ -83,30 +109,27 @@ QatPrivateKeyMethodProvider::QatPrivateKeyMethodProvider(
       "private_key");
   auto engine = envoy_qat::ffi::engine_from_options(toOptions(config));
   unavailable_reason_ = std::string(engine->hardware_unavailable_reason());
-  stats_.hardware_available_.set(unavailable_reason_.empty() ? 1 : 0);
   if (!unavailable_reason_.empty()) {
     ENVOY_LOG(warn, "qat private key provider unavailable: {}", unavailable_reason_);
   }
-  provider_ =
-      std::make_shared<const envoy_qat::ssl::KeyProvider>(std::move(engine), std::move(key));
-  stats_timer_ = server.mainThreadDispatcher().createTimer([this] {
-    publishStats();
-    stats_timer_->enableTimer(std::chrono::seconds(1));
-  });
-  stats_timer_->enableTimer(std::chrono::seconds(1));
-}
-
-QatPrivateKeyMethodProvider::~QatPrivateKeyMethodProvider() {
-  if (stats_timer_) {
-    stats_timer_->disableTimer();
-  }
+  shared_ = std::make_shared<QatProviderShared>(
+      std::make_shared<const envoy_qat::ssl::KeyProvider>(std::move(engine), std::move(key)),
+      context.statsScope());
+  shared_->stats.hardware_available_.set(unavailable_reason_.empty() ? 1 : 0);
+  ticker_ =
+      std::make_unique<MainThreadTicker>(server.mainThreadDispatcher(), std::chrono::seconds(1),
+                                         [weak = std::weak_ptr<QatProviderShared>(shared_)]() {
+                                           if (auto shared = weak.lock()) {
+                                             shared->publishStats();
+                                           }
+                                         });
 }
 
 void QatPrivateKeyMethodProvider::registerPrivateKeyMethod(SSL* ssl,
                                                            Ssl::PrivateKeyConnectionCallbacks& cb,
                                                            Event::Dispatcher& dispatcher) {
   auto events = std::make_shared<ConnectionEvents>(cb, dispatcher);
-  if (!envoy_qat::ssl::attach_provider(ssl, provider_,
+  if (!envoy_qat::ssl::attach_provider(ssl, shared_->provider,
                                        [events](int fd) { events->onPending(fd); })) {
     throw EnvoyException("qat private key provider: cannot attach to the TLS connection");
   }
@@ -130,27 +153,17 @@ QatPrivateKeyMethodProvider::getBoringSslPrivateKeyMethod() {
       [](SSL_PRIVATE_KEY_METHOD*) {});
 }
 
-void QatPrivateKeyMethodProvider::publishStats() {
-  const envoy_qat::ffi::ProviderStats now = provider_->engine().stats();
-  stats_.operations_.add(now.submitted - last_.submitted);
-  stats_.retries_.add(now.started_async - last_.started_async);
-  stats_.failovers_.add(now.fallbacks - last_.fallbacks);
-  stats_.failures_.add(now.op_failures - last_.op_failures);
-  stats_.cancelled_.add(now.cancelled - last_.cancelled);
-  stats_.rejected_busy_.add(now.rejected_busy - last_.rejected_busy);
-  stats_.in_flight_.set(now.in_flight);
-  stats_.latency_p50_us_.set(now.latency_p50_ns / 1000);
-  stats_.latency_p99_us_.set(now.latency_p99_ns / 1000);
-  last_ = now;
-}
-
 Ssl::PrivateKeyMethodProviderSharedPtr
 QatPrivateKeyMethodFactory::createPrivateKeyMethodProviderInstance(
     const envoy::extensions::transport_sockets::tls::v3::PrivateKeyProvider& message,
     Server::Configuration::TransportSocketFactoryContext& context) {
-  QatConfig config;
+  // As every Envoy extension: unpack the Any, then enforce the proto rules (a poll_delay
+  // below 1 ms, an undefined poll_policy... are rejected here, with the field named).
+  QatConfig message_config;
   THROW_IF_NOT_OK(Config::Utility::translateOpaqueConfig(
-      message.typed_config(), context.messageValidationVisitor(), config));
+      message.typed_config(), context.messageValidationVisitor(), message_config));
+  const QatConfig& config = MessageUtil::downcastAndValidate<const QatConfig&>(
+      message_config, context.messageValidationVisitor());
   return std::make_shared<QatPrivateKeyMethodProvider>(config, context);
 }
 

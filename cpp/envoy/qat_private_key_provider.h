@@ -8,14 +8,14 @@
 //    notification fd into a dispatcher file event that calls onPrivateKeyMethodComplete on
 //    the connection's own thread;
 //  - unregisterPrivateKeyMethod detaches it (cancelling an operation in flight);
-//  - engine statistics are copied into Envoy stats under `qat.` once a second.
+//  - engine statistics are copied into Envoy stats under `qat.` once a second, on the main
+//    thread (main_thread_ticker.h).
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "envoy/event/dispatcher.h"
-#include "envoy/event/timer.h"
 #include "envoy/extensions/transport_sockets/tls/v3/cert.pb.h"
 #include "envoy/server/transport_socket_config.h"
 #include "envoy/ssl/private_key/private_key.h"
@@ -26,13 +26,16 @@
 #include "source/common/common/logger.h"
 
 #include "cpp/api/envoy/extensions/private_key_providers/qat/v3alpha/qat.pb.h"
-#include "cpp/ssl/private_key.h"
+#include "cpp/envoy/main_thread_ticker.h"
+#include "envoy-qat/cpp/ssl/private_key.h"
 #include "envoy-qat/src/bridge.rs.h"
 
 namespace Envoy {
 namespace Extensions {
 namespace PrivateKeyMethodProvider {
 namespace EnvoyQat {
+
+using Extensions::EnvoyQat::MainThreadTicker;
 
 // clang-format off
 #define ALL_QAT_PROVIDER_STATS(COUNTER, GAUGE)                                                \
@@ -52,14 +55,27 @@ struct QatProviderStats {
   ALL_QAT_PROVIDER_STATS(GENERATE_COUNTER_STRUCT, GENERATE_GAUGE_STRUCT)
 };
 
+// What the provider and its stats ticker share; the provider's last reference may be dropped
+// on any thread. Only the main thread's ticker reads and writes `last`.
+struct QatProviderShared {
+  QatProviderShared(std::shared_ptr<const envoy_qat::ssl::KeyProvider> key_provider,
+                    Stats::Scope& scope);
+  // Adds what the engine counted since the last call to the Envoy stats.
+  void publishStats();
+
+  std::shared_ptr<const envoy_qat::ssl::KeyProvider> provider;
+  QatProviderStats stats;
+  envoy_qat::ffi::ProviderStats last{};
+};
+
 class QatPrivateKeyMethodProvider : public virtual Ssl::PrivateKeyMethodProvider,
                                     public Logger::Loggable<Logger::Id::connection> {
 public:
+  // On the main thread (the ticker's timer is made there). The config is validated.
   QatPrivateKeyMethodProvider(
       const envoy::extensions::private_key_providers::qat::v3alpha::QatPrivateKeyMethodConfig&
           config,
       Server::Configuration::TransportSocketFactoryContext& context);
-  ~QatPrivateKeyMethodProvider() override;
 
   // Ssl::PrivateKeyMethodProvider
   void registerPrivateKeyMethod(SSL* ssl, Ssl::PrivateKeyConnectionCallbacks& cb,
@@ -70,13 +86,9 @@ public:
   Ssl::BoringSslPrivateKeyMethodSharedPtr getBoringSslPrivateKeyMethod() override;
 
 private:
-  void publishStats();
-
-  std::shared_ptr<const envoy_qat::ssl::KeyProvider> provider_;
   std::string unavailable_reason_;
-  QatProviderStats stats_;
-  envoy_qat::ffi::ProviderStats last_{};
-  Event::TimerPtr stats_timer_;
+  std::shared_ptr<QatProviderShared> shared_;
+  std::unique_ptr<MainThreadTicker> ticker_;
 };
 
 class QatPrivateKeyMethodFactory : public Ssl::PrivateKeyMethodProviderInstanceFactory {

@@ -1,12 +1,18 @@
 #include "cpp/envoy/qatzip_compressor.h"
 
 #include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
 
 #include "envoy/registry/registry.h"
 
-#include "source/common/buffer/buffer_impl.h"
+#include "source/common/common/macros.h"
 #include "source/common/http/headers.h"
 #include "source/common/protobuf/utility.h"
+
+#include "cpp/api/envoy/extensions/compression/qatzip/compressor/v3alpha/qatzip.pb.validate.h"
 
 namespace Envoy {
 namespace Extensions {
@@ -27,34 +33,44 @@ void QatzipCompressor::compress(Buffer::Instance& buffer,
   if (!ok) {
     // A gzip stream cannot carry an error: end it here, so the client sees a truncated
     // stream instead of corrupt data.
-    stats_.errors_.inc();
+    shared_->stats.errors_.inc();
     return;
   }
   buffer.add(out.data(), out.size());
 }
 
+QatzipShared::QatzipShared(rust::Box<envoy_qat::ffi::QatCompressorFactory> inner_factory,
+                           Stats::Scope& scope)
+    : inner(std::move(inner_factory)),
+      stats{ALL_QATZIP_STATS(POOL_COUNTER_PREFIX(scope, "qatzip."),
+                             POOL_GAUGE_PREFIX(scope, "qatzip."))} {
+  stats.hardware_available_.set(inner->hardware_in_use() ? 1 : 0);
+}
+
+void QatzipShared::publishStats() {
+  const envoy_qat::ffi::CompressorStats now = inner->stats();
+  stats.streams_.add(now.streams - last.streams);
+  stats.bytes_in_.add(now.bytes_in - last.bytes_in);
+  stats.bytes_out_.add(now.bytes_out - last.bytes_out);
+  stats.hardware_bytes_.add(now.hardware_bytes - last.hardware_bytes);
+  stats.software_bytes_.add(now.software_bytes - last.software_bytes);
+  stats.hardware_available_.set(inner->hardware_in_use() ? 1 : 0);
+  last = now;
+}
+
 QatzipCompressorFactory::QatzipCompressorFactory(
     rust::Box<envoy_qat::ffi::QatCompressorFactory> inner, Stats::Scope& scope,
     Event::Dispatcher& main_dispatcher)
-    : inner_(std::move(inner)),
-      stats_{ALL_QATZIP_STATS(POOL_COUNTER_PREFIX(scope, "qatzip."),
-                              POOL_GAUGE_PREFIX(scope, "qatzip."))} {
-  stats_.hardware_available_.set(inner_->hardware_in_use() ? 1 : 0);
-  stats_timer_ = main_dispatcher.createTimer([this] {
-    publishStats();
-    stats_timer_->enableTimer(std::chrono::seconds(1));
-  });
-  stats_timer_->enableTimer(std::chrono::seconds(1));
-}
-
-QatzipCompressorFactory::~QatzipCompressorFactory() {
-  if (stats_timer_) {
-    stats_timer_->disableTimer();
-  }
-}
+    : shared_(std::make_shared<QatzipShared>(std::move(inner), scope)),
+      ticker_(main_dispatcher, std::chrono::seconds(1),
+              [weak = std::weak_ptr<QatzipShared>(shared_)]() {
+                if (auto shared = weak.lock()) {
+                  shared->publishStats();
+                }
+              }) {}
 
 Envoy::Compression::Compressor::CompressorPtr QatzipCompressorFactory::createCompressor() {
-  return std::make_unique<QatzipCompressor>(inner_->create(), stats_);
+  return std::make_unique<QatzipCompressor>(shared_->inner->create(), shared_);
 }
 
 const std::string& QatzipCompressorFactory::statsPrefix() const {
@@ -65,23 +81,14 @@ const std::string& QatzipCompressorFactory::contentEncoding() const {
   return Http::CustomHeaders::get().ContentEncodingValues.Gzip;
 }
 
-void QatzipCompressorFactory::publishStats() {
-  const envoy_qat::ffi::CompressorStats now = inner_->stats();
-  stats_.streams_.add(now.streams - last_.streams);
-  stats_.bytes_in_.add(now.bytes_in - last_.bytes_in);
-  stats_.bytes_out_.add(now.bytes_out - last_.bytes_out);
-  stats_.hardware_bytes_.add(now.hardware_bytes - last_.hardware_bytes);
-  stats_.software_bytes_.add(now.software_bytes - last_.software_bytes);
-  stats_.hardware_available_.set(inner_->hardware_in_use() ? 1 : 0);
-  last_ = now;
-}
-
 Envoy::Compression::Compressor::CompressorFactoryPtr
 QatzipCompressorLibraryFactory::createCompressorFactoryFromProto(
     const Protobuf::Message& proto, Server::Configuration::GenericFactoryContext& context) {
+  // The proto rules (ranges, enum values) are enforced here, as for every Envoy extension;
+  // the Rust parser below checks the same ranges again for its other callers.
   const auto& config = MessageUtil::downcastAndValidate<const QatzipConfig&>(
       proto, context.messageValidationVisitor());
-  // The Rust config parser takes the proto3 JSON form and applies upstream's ranges.
+  // The Rust config parser takes the proto3 JSON form.
   const std::string json = MessageUtil::getJsonStringFromMessageOrError(config, false, true);
   auto inner = envoy_qat::ffi::compressor_factory_from_json(json);
   return std::make_unique<QatzipCompressorFactory>(

@@ -3,27 +3,35 @@
 // The streaming gzip compressor, its QATzip session reuse per worker thread, software
 // fallback and statistics live in Rust (src/compress) behind the cxx bridge. This file only
 // adapts Envoy's Compressor interface: it hands each buffer to the Rust compressor and puts
-// back what comes out, and copies the factory's statistics into Envoy stats under `qatzip.`.
+// back what comes out, and copies the factory's statistics into Envoy stats under `qatzip.`
+// once a second on the main thread (main_thread_ticker.h).
 #pragma once
 
 #include <memory>
 #include <string>
 
+#include "envoy/buffer/buffer.h"
 #include "envoy/compression/compressor/compressor.h"
 #include "envoy/compression/compressor/config.h"
 #include "envoy/compression/compressor/factory.h"
+#include "envoy/event/dispatcher.h"
+#include "envoy/server/factory_context.h"
 #include "envoy/stats/scope.h"
 #include "envoy/stats/stats_macros.h"
 
 #include "source/common/common/logger.h"
+#include "source/common/protobuf/protobuf.h"
 
 #include "cpp/api/envoy/extensions/compression/qatzip/compressor/v3alpha/qatzip.pb.h"
+#include "cpp/envoy/main_thread_ticker.h"
 #include "envoy-qat/src/bridge.rs.h"
 
 namespace Envoy {
 namespace Extensions {
 namespace Compression {
 namespace EnvoyQatzip {
+
+using EnvoyQat::MainThreadTicker;
 
 // clang-format off
 #define ALL_QATZIP_STATS(COUNTER, GAUGE)                                                      \
@@ -40,35 +48,44 @@ struct QatzipStats {
   ALL_QATZIP_STATS(GENERATE_COUNTER_STRUCT, GENERATE_GAUGE_STRUCT)
 };
 
+// What the factory, its compressors and the stats ticker share. The last owner may be on
+// any thread; only the main thread's ticker reads and writes `last`.
+struct QatzipShared {
+  QatzipShared(rust::Box<envoy_qat::ffi::QatCompressorFactory> inner, Stats::Scope& scope);
+  // Adds what the Rust factory counted since the last call to the Envoy stats.
+  void publishStats();
+
+  rust::Box<envoy_qat::ffi::QatCompressorFactory> inner;
+  QatzipStats stats;
+  envoy_qat::ffi::CompressorStats last{};
+};
+
 class QatzipCompressor : public Envoy::Compression::Compressor::Compressor,
                          public Logger::Loggable<Logger::Id::filter> {
 public:
-  QatzipCompressor(rust::Box<envoy_qat::ffi::QatCompressor> inner, QatzipStats& stats)
-      : inner_(std::move(inner)), stats_(stats) {}
+  QatzipCompressor(rust::Box<envoy_qat::ffi::QatCompressor> inner,
+                   std::shared_ptr<QatzipShared> shared)
+      : inner_(std::move(inner)), shared_(std::move(shared)) {}
   void compress(Buffer::Instance& buffer, Envoy::Compression::Compressor::State state) override;
 
 private:
   rust::Box<envoy_qat::ffi::QatCompressor> inner_;
-  QatzipStats& stats_;
+  std::shared_ptr<QatzipShared> shared_;
 };
 
 class QatzipCompressorFactory : public Envoy::Compression::Compressor::CompressorFactory {
 public:
+  // On the main thread (the ticker's timer is made there).
   QatzipCompressorFactory(rust::Box<envoy_qat::ffi::QatCompressorFactory> inner,
                           Stats::Scope& scope, Event::Dispatcher& main_dispatcher);
-  ~QatzipCompressorFactory() override;
 
   Envoy::Compression::Compressor::CompressorPtr createCompressor() override;
   const std::string& statsPrefix() const override;
   const std::string& contentEncoding() const override;
 
 private:
-  void publishStats();
-
-  rust::Box<envoy_qat::ffi::QatCompressorFactory> inner_;
-  QatzipStats stats_;
-  envoy_qat::ffi::CompressorStats last_{};
-  Event::TimerPtr stats_timer_;
+  std::shared_ptr<QatzipShared> shared_;
+  MainThreadTicker ticker_;
 };
 
 class QatzipCompressorLibraryFactory
