@@ -8,6 +8,7 @@ usage: check_api_protos.py REPO_DIR WORK_DIR
 """
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -148,16 +149,26 @@ def parse(name, cfg):
 
 
 # 4. Every typed config in envoy-config/ parses into our messages and round-trips on the wire.
-count = 0
+#    Counted two ways: the configs the YAML walk found and parsed, and the `@type: ...` lines
+#    naming our messages in the files' text. They must agree (a walk that misses configs, or
+#    a file that no longer loads, cannot pass with fewer) and neither may be 0.
+TYPE_LINE = re.compile(r"""^\s*(?:-\s+)?["']?@type["']?\s*:\s*["']?type\.googleapis\.com/([\w.]+)""")
+parsed = {QAT: 0, QATZIP: 0}
+written = {QAT: 0, QATZIP: 0}
 for path in sorted(glob.glob(os.path.join(repo, "envoy-config", "**", "*.y*ml"), recursive=True)):
-    with open(path) as f:
-        try:
-            docs = [d for d in yaml.safe_load_all(f) if d is not None]
-        except yaml.YAMLError as e:
-            fail(f"{path}: not YAML: {e}")
-            continue
     rel = os.path.relpath(path, repo)
     if "/broken/" in rel or rel.endswith(".broken.yaml"):
+        continue
+    with open(path) as f:
+        text = f.read()
+    for line in text.splitlines():
+        m = TYPE_LINE.match(line)
+        if m and m.group(1) in written:
+            written[m.group(1)] += 1
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        fail(f"{rel}: not YAML: {e}")
         continue
     for doc in docs:
         for where, name, cfg in typed_configs(doc):
@@ -165,10 +176,16 @@ for path in sorted(glob.glob(os.path.join(repo, "envoy-config", "**", "*.y*ml"),
                 msg = parse(name, cfg)
                 again = classes[name].FromString(msg.SerializeToString())
                 assert again == msg
-                count += 1
+                parsed[name] += 1
             except Exception as e:  # noqa: BLE001
                 fail(f"{rel} {where}: {name.rsplit('.', 1)[-1]} does not parse: {e}")
-print(f"parsed {count} qat/qatzip typed configs from envoy-config/")
+for name in (QAT, QATZIP):
+    short = name.rsplit(".", 1)[-1]
+    print(f"parsed {parsed[name]} {short} typed configs from envoy-config/ ({written[name]} @type lines name it)")
+    if parsed[name] == 0:
+        fail(f"no {short} typed config parsed from envoy-config/")
+    if parsed[name] != written[name]:
+        fail(f"{short}: {written[name]} @type lines in envoy-config/ but {parsed[name]} configs parsed")
 
 # 5. The same parser rejects what Envoy would reject: the seeds' nesting mistake and bad enums.
 bad = [

@@ -40,7 +40,8 @@ start() {
   log="$work/$name.log"
   cert="$work/$name.pem"
   : >"$log"
-  "$bin" serve --listen 127.0.0.1:0 --cert-out "$cert" "$@" >"$log" 2>&1 &
+  # serve's info lines name why a handshake failed (refused() reads them).
+  "$bin" --log warn,envoy_qat::serve=info serve --listen 127.0.0.1:0 --cert-out "$cert" "$@" >"$log" 2>&1 &
   pid=$!
   pids+=("$pid")
   port=""
@@ -93,15 +94,35 @@ handshake() {
   fi
 }
 
-# refused DESC s_client-args... : the handshake must fail.
+# refused DESC REASON s_client-args... : the handshake must fail, and for REASON: s_client
+# gets the server's handshake_failure alert (40) and the server logs REASON (BoringSSL's
+# error name) for one more failed handshake; the server must still be running. Any other
+# failure (a crashed server, a reset connection, the client giving up on its own) fails.
 refused() {
-  local desc=$1
-  shift
-  if timeout 20 openssl s_client -connect "127.0.0.1:$port" -servername localhost -brief "$@" \
-    </dev/null >/dev/null 2>&1; then
+  local desc=$1 reason=$2
+  shift 2
+  local out rc=0 before n
+  before=$(grep -c "handshake failed .*:$reason\$" "$log" || true)
+  out=$(timeout 20 openssl s_client -connect "127.0.0.1:$port" -servername localhost -brief "$@" \
+    </dev/null 2>&1) || rc=$?
+  # The server writes its log line as the connection ends: wait for it (10 s at most).
+  for _ in $(seq 1 100); do
+    n=$(grep -c "handshake failed .*:$reason\$" "$log" || true)
+    ((n > before)) && break
+    sleep 0.1
+  done
+  if [[ $rc -eq 0 ]]; then
     bad "$desc was accepted: $*"
+  elif ! grep -q "alert handshake failure:.*SSL alert number 40\$" <<<"$out"; then
+    bad "$desc: failed, but not with the server's handshake_failure alert: $*"
+    echo "$out" | sed 's/^/       /' | head -10
+  elif ((n != before + 1)); then
+    bad "$desc: the server did not log $reason for it (log lines $before -> $n)"
+    tail -5 "$log" | sed 's/^/       /'
+  elif ! kill -0 "$pid" 2>/dev/null; then
+    bad "$desc: the server is gone"
   else
-    ok "$desc is refused"
+    ok "$desc is refused: alert 40, server: $reason"
   fi
 }
 
@@ -146,7 +167,8 @@ for s in rsa_pkcs1_sha256:SHA256 rsa_pkcs1_sha384:SHA384 rsa_pkcs1_sha512:SHA512
   handshake "TLS 1.2 ${s%%:*}" "${s##*:}" RSA -tls1_2 -sigalgs "${s%%:*}"
 done
 handshake "TLS 1.2 RSA+SHA1" SHA1 RSA -tls1_2 -sigalgs RSA+SHA1 -cipher DEFAULT@SECLEVEL=0
-refused "TLS 1.3 with rsa_pkcs1_sha256 only (not allowed in 1.3)" -tls1_3 -sigalgs rsa_pkcs1_sha256
+refused "TLS 1.3 with rsa_pkcs1_sha256 only (not allowed in 1.3)" NO_COMMON_SIGNATURE_ALGORITHMS \
+  -tls1_3 -sigalgs rsa_pkcs1_sha256
 decrypts_before=$(pstat decrypt_calls)
 handshake "TLS 1.2 RSA key exchange AES128-SHA (decrypt)" - - -tls1_2 -cipher AES128-SHA
 handshake "TLS 1.2 RSA key exchange AES256-GCM-SHA384 (decrypt)" - - -tls1_2 -cipher AES256-GCM-SHA384
@@ -194,8 +216,10 @@ for curve in p256:secp256r1:SHA256 p384:secp384r1:SHA384; do
   handshake "TLS 1.2 ECDSA+SHA1" SHA1 ECDSA -tls1_2 -sigalgs ECDSA+SHA1 -cipher DEFAULT@SECLEVEL=0
   other=secp384r1_sha384
   [[ $kt == p384 ]] && other=secp256r1_sha256
-  refused "TLS 1.3 ecdsa_$other with a $kt key (curve mismatch)" -tls1_3 -sigalgs "ecdsa_$other"
-  refused "RSA-only sigalgs with an EC key" -sigalgs "rsa_pss_rsae_sha256:rsa_pkcs1_sha256"
+  refused "TLS 1.3 ecdsa_$other with a $kt key (curve mismatch)" NO_COMMON_SIGNATURE_ALGORITHMS \
+    -tls1_3 -sigalgs "ecdsa_$other"
+  refused "RSA-only sigalgs with an EC key" NO_COMMON_SIGNATURE_ALGORITHMS \
+    -sigalgs "rsa_pss_rsae_sha256:rsa_pkcs1_sha256"
   got=$(curl -sS --cacert "$cert" --resolve "localhost:$port:127.0.0.1" --http2 --compressed \
     -w '%{http_version}' -o "$work/ec-body" "https://localhost:$port/")
   if [[ "$got" == 2 ]] && head -1 "$work/ec-body" | grep -q "^envoy-qat serve: line"; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing (cargo fuzz / libFuzzer) of every parser that sees outside bytes:
 # keys (PEM, DER), provider config (Envoy YAML / typed JSON / C ABI options), the compressor's
-# typed config, the bounded decompressor, the streaming compressor (with a flate2 oracle) and
+# typed config, the bounded decompressor, the streaming compressor (with a C zlib oracle) and
 # the private-key operations the C ABI starts. Targets live in tests/fuzz (its own cargo
 # workspace). Builds the targets, replays tests/fuzz/regressions, then runs each target for
 # FUZZ_SECONDS from seeds generated here (openssl keys, compressed files, envoy-config/) plus
@@ -17,14 +17,15 @@
 # which the stable rustc takes under RUSTC_BOOTSTRAP=1 (its ASan runtime ships with the
 # toolchain): a separate, slower build (about 6 CPU-minutes more), for local runs. The working corpus
 # stays in build/fuzz/corpus/<target> between local runs; crash inputs go to
-# build/fuzz/artifacts/<target>/.
+# build/fuzz/artifacts/<target>/ (FUZZ_OUT=DIR puts seeds, corpus and artifacts elsewhere,
+# e.g. where several checkouts share one build/).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 export ENVOY_QAT_DEPS="${ENVOY_QAT_DEPS:-$repo/build/qat-deps}"
 seconds="${FUZZ_SECONDS:-10}"
 fuzz="$repo/tests/fuzz"
-out="$repo/build/fuzz"
+out="${FUZZ_OUT:-$repo/build/fuzz}"
 all_targets=(key_pem key_der provider_config compressor_config decompress compress_roundtrip bridge)
 read -r -a targets <<<"${FUZZ_TARGETS:-${all_targets[*]}}"
 start=$SECONDS
@@ -48,8 +49,12 @@ if [[ "$sanitizer" != none ]]; then
   export LD_LIBRARY_PATH="/usr/lib/x86_64-linux-gnu/android${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 echo "test-fuzz: building the fuzz targets (cargo fuzz build -O -a --sanitizer $sanitizer)"
+# pipefail (set above) makes the pipeline fail with cargo's status; sed, unlike grep -v,
+# succeeds when it filters out every line. A failed build must stop here, not go on to
+# fuzz stale binaries left in the target directory.
 (cd "$fuzz" && cargo fuzz build --fuzz-dir . -O -a --sanitizer "$sanitizer" \
-  --target-dir "$tdir" 2>&1 | grep -v '^ *\(Compiling\|Downloaded\|Downloading\)' || true)
+  --target-dir "$tdir" 2>&1 | sed -e '/^ *\(Compiling\|Downloaded\|Downloading\) /d') ||
+  fail "cargo fuzz build failed (see above); not fuzzing what an earlier build left"
 bindir="$tdir/x86_64-unknown-linux-gnu/release"
 for t in "${targets[@]}"; do [[ -x "$bindir/$t" ]] || fail "target $t was not built"; done
 echo "test-fuzz: built in $((SECONDS - start)) s"

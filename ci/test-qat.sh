@@ -30,12 +30,20 @@ for k in rsa2048 rsa3072 p256 p384; do
   openssl pkey -in "$tmp/$k.pem" -pubout -out "$tmp/$k.pub" 2>/dev/null
 done
 
-sign_verify() { # key scheme digest [pss]
+sign_verify() { # key scheme digest [pss]   (QAT_SIM_ARITH=bigint in the environment: portable arithmetic)
   local key=$1 scheme=$2 dgst=$3 pss=${4:-}
-  local sig="$tmp/$key.$scheme.sig"
-  if ! QAT_SIM_INSTANCES=2 "$bin" sign --backend qat --no-fallback --qat-lib "$sim" \
-      --key "$tmp/$key.pem" --scheme "$scheme" --in "$tmp/msg" --out "$sig"; then
-    bad "$key $scheme: envoy-qat sign on qat-sim failed"
+  local sig="$tmp/$key.$scheme.sig" err="$tmp/$key.$scheme.err"
+  if ! QAT_SIM_INSTANCES=2 QAT_SIM_LOG_ARITH=1 "$bin" sign --backend qat --no-fallback --qat-lib "$sim" \
+      --key "$tmp/$key.pem" --scheme "$scheme" --in "$tmp/msg" --out "$sig" 2>"$err"; then
+    bad "$key $scheme: envoy-qat sign on qat-sim failed: $(cat "$err")"
+    return
+  fi
+  # The simulator says which arithmetic computed the operation in this process: with
+  # QAT_SIM_ARITH=bigint it must be the portable one, and libcrypto must not have run.
+  if [[ ${QAT_SIM_ARITH:-} == bigint ]] &&
+    ! { grep -q "^qat-sim: computed an operation with num-bigint / p256 / p384 (portable arithmetic)$" "$err" &&
+      ! grep -q "^qat-sim: computed an operation with libcrypto" "$err"; }; then
+    bad "$key $scheme: QAT_SIM_ARITH=bigint, but the simulator says: $(grep '^qat-sim:' "$err" || echo nothing)"
     return
   fi
   local opts=()
@@ -61,7 +69,7 @@ sign_verify p256 ecdsa_sha1 sha1
 sign_verify p384 ecdsa_secp384r1_sha384 sha384
 sign_verify p384 ecdsa_sha1 sha1
 # The simulator's portable arithmetic (num-bigint, p256/p384), used where libcrypto.so.3
-# is missing, gives signatures openssl accepts too.
+# is missing, gives signatures openssl accepts too (and sign_verify checks that it ran).
 QAT_SIM_ARITH=bigint sign_verify rsa2048 rsa_pss_rsae_sha256 sha256 pss
 QAT_SIM_ARITH=bigint sign_verify p256 ecdsa_secp256r1_sha256 sha256
 QAT_SIM_ARITH=bigint sign_verify p384 ecdsa_secp384r1_sha384 sha384

@@ -379,26 +379,64 @@ fn shared_iommu_group_warns_and_foreign_vfio_group_warns() {
     assert_eq!(status_of(&r, "vfio", "none belongs to a QAT VF"), "warn");
 }
 
+/// `envoy-qat check --json` on `tree` as the unprivileged user nobody (65534, no groups, no
+/// capabilities) when this test runs as root, as CI does: `setpriv` drops root before the
+/// binary starts. Run directly otherwise.
+fn check_unprivileged(tree: &Tree) -> Output {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return tree.check(&["--json"]);
+    }
+    let drop_root = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+    // setpriv (util-linux) must be there: without it the unprivileged case would not run.
+    let id = Command::new("setpriv")
+        .args(drop_root)
+        .args(["id", "-u"])
+        .output()
+        .expect("setpriv (util-linux) runs the check as an unprivileged user; install it");
+    assert_eq!(
+        String::from_utf8_lossy(&id.stdout).trim(),
+        "65534",
+        "{id:?}"
+    );
+    Command::new("setpriv")
+        .args(drop_root)
+        .arg(BIN)
+        .arg("check")
+        .arg("--root")
+        .arg(tree.path())
+        .arg("--json")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn unreadable_vfio_group_fails_for_unprivileged_users() {
-    // access(2) ignores mode bits for root, so only an unprivileged run can see this failure.
+    use std::os::unix::fs::PermissionsExt;
+    // access(2) ignores mode bits for root, so this runs the check as an unprivileged user
+    // (see check_unprivileged) whoever runs the test.
+    let t = Tree::ready_pod();
+    let mode = |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    // The tempdir is 0700: let the unprivileged user reach the tree; the container's
+    // /dev/vfio/vfio is 0666.
+    mode(t.path(), 0o755);
+    let ctl = t.path().join("dev/vfio/vfio");
+    let g = t.path().join("dev/vfio/12");
+    mode(&ctl, 0o666);
+    // Control: the same tree with the group device open to everyone passes, so a failure
+    // below is the group's mode bits and nothing else the user cannot reach.
+    mode(&g, 0o666);
+    let r = json_report(&check_unprivileged(&t));
+    assert_eq!(status_of(&r, "vfio", "accessible"), "pass", "{r:#}");
+    mode(&g, 0o000);
+    let r = json_report(&check_unprivileged(&t));
+    assert_eq!(status_of(&r, "vfio", "not readable and writable"), "fail");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        use std::os::unix::fs::PermissionsExt;
-        let t = Tree::ready_pod();
-        let g = t.path().join("dev/vfio/12");
-        fs::set_permissions(&g, fs::Permissions::from_mode(0o000)).unwrap();
         // Root still passes: the check asks the kernel, not the mode bits.
         let r = json_report(&t.check(&["--json"]));
         assert_eq!(status_of(&r, "vfio", "accessible"), "pass");
-        return;
     }
-    let t = Tree::ready_pod();
-    let g = t.path().join("dev/vfio/12");
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&g, fs::Permissions::from_mode(0o000)).unwrap();
-    let r = json_report(&t.check(&["--json"]));
-    assert_eq!(status_of(&r, "vfio", "not readable and writable"), "fail");
 }
 
 #[test]

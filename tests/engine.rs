@@ -235,24 +235,29 @@ fn poll_thread_stops_polling_when_idle() {
     let backend = Echo::new(Mode::Polled);
     let engine = Engine::new(backend, None, config(1024));
     run_many(&engine, &key, 2, 2_000);
-    // Wait until the poll thread has parked since the work ended (it parks again at
-    // least once a second, so a park just before this read is followed by another).
-    let parked = engine.stats().poll_sleeps;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while engine.stats().poll_sleeps == parked {
+    // Event-driven, no idle window to wait out: each turn of the poll thread's loop either
+    // polls (`polls` + 1) or parks (`poll_sleeps` + 1), and a parked thread wakes at least
+    // once a second (to notice a dropped engine) and turns the loop again. So once
+    // `poll_sleeps` has moved on twice more after the work ended, the thread has been round
+    // its loop with nothing in flight, and every such turn must have parked again, not
+    // polled. A thread that polls while idle fails at its first poll.
+    let done = engine.stats();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let b = loop {
+        let now = engine.stats();
+        assert_eq!(
+            now.polls, done.polls,
+            "poll thread polled with nothing in flight"
+        );
+        if now.poll_sleeps >= done.poll_sleeps + 2 {
+            break now;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "poll thread never parked with nothing in flight"
+            "poll thread neither parked nor polled for 30 s"
         );
         std::thread::sleep(Duration::from_millis(10));
-    }
-    let a = engine.stats();
-    std::thread::sleep(Duration::from_millis(500));
-    let b = engine.stats();
-    assert_eq!(
-        a.polls, b.polls,
-        "poll thread kept polling with nothing in flight"
-    );
+    };
     // And it wakes for new work.
     let p = engine
         .submit(&key, Operation::Decrypt, &input(5, 0))

@@ -6,7 +6,7 @@
 //! `-minimize_crash=1`), copy it into tests/fuzz/regressions/<target>/ with a name that says
 //! what it hit, fix the library. ci/test-fuzz.sh replays the same files with the fuzz build.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[path = "fuzz/oracles/bridge.rs"]
 mod bridge;
@@ -21,14 +21,29 @@ mod key_pem;
 #[path = "fuzz/oracles/provider_config.rs"]
 mod provider_config;
 
-/// Runs `check` on every file of tests/fuzz/regressions/<target>; returns how many.
-fn replay(target: &str, check: fn(&[u8])) -> usize {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fuzz/regressions")
-        .join(target);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return 0;
-    };
+/// A fuzz target's checks: panics on a bug.
+type Oracle = fn(&[u8]);
+
+/// Every fuzz target's oracle, by target name (the directory names under regressions/).
+const ORACLES: &[(&str, Oracle)] = &[
+    ("bridge", bridge::run),
+    ("compressor_config", compressor_config::run),
+    ("decompress", decompress::run),
+    ("key_der", key_der::run),
+    ("key_pem", key_pem::run),
+    ("provider_config", provider_config::run),
+];
+
+fn regressions() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/regressions")
+}
+
+/// Runs `check` on every file of tests/fuzz/regressions/<target>; returns how many. A
+/// missing directory is an error, not zero cases.
+fn replay(target: &str, check: Oracle) -> usize {
+    let dir = regressions().join(target);
+    let entries = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{target}: cannot read {}: {e}", dir.display()));
     let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
     files.sort();
     for f in &files {
@@ -47,21 +62,26 @@ fn decompress_regressions() {
     assert!(replay("decompress", decompress::run) >= 1);
 }
 
+/// Every directory under regressions/ is a fuzz target's, holds at least one case, and is
+/// replayed through that target's oracle: a case stored for any target runs here without
+/// a test of its own (targets without stored cases have no directory).
 #[test]
-fn key_regressions() {
-    replay("key_pem", key_pem::run);
-    replay("key_der", key_der::run);
-}
-
-#[test]
-fn config_regressions() {
-    replay("provider_config", provider_config::run);
-    replay("compressor_config", compressor_config::run);
-}
-
-#[test]
-fn bridge_regressions() {
-    replay("bridge", bridge::run);
+fn every_stored_crash_input_is_replayed() {
+    let mut total = 0;
+    for e in std::fs::read_dir(regressions()).expect("tests/fuzz/regressions") {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        let (_, check) = ORACLES
+            .iter()
+            .find(|(t, _)| *t == name)
+            .unwrap_or_else(|| panic!("regressions/{name}: no fuzz target of that name"));
+        let n = replay(&name, *check);
+        assert!(
+            n > 0,
+            "regressions/{name} is empty: remove it or add a case"
+        );
+        total += n;
+    }
+    assert!(total >= 1, "no stored crash input was replayed");
 }
 
 /// The decompress case directly through the public API (what `envoy-qat decompress` does

@@ -79,6 +79,19 @@ impl Sim {
         assert_ne!(v, u64::MAX, "unknown qat-sim counter {name}");
         v
     }
+
+    /// Hold every response in the device (`true`) until released (`false`); see
+    /// qat_sim_hold in tests/qat-sim/src/lib.rs. The next backend start releases them.
+    pub fn hold(&self, on: bool) {
+        // SAFETY: the simulator's exported `void qat_sim_hold(int)`.
+        let f = unsafe {
+            self.lib
+                .get::<unsafe extern "C" fn(c_int)>(b"qat_sim_hold\0")
+        }
+        .unwrap();
+        // SAFETY: takes a plain integer.
+        unsafe { f(c_int::from(on)) };
+    }
 }
 
 /// QAT backend settings that load the simulator.

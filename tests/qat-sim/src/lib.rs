@@ -51,6 +51,11 @@
 //! restart_every_ms=200,restart_ms=20`). The configure string takes the same keys in one
 //! comma-separated list (`instances=2,ring=64,latency_us=50,cb_fail=0.1,...`).
 //!
+//! For tests: `qat_sim_counter(name)` reads counters (which arithmetic ran included);
+//! `qat_sim_hold(1)` holds every response in the device until `qat_sim_hold(0)`, so tests
+//! wait on events, not on a latency long enough for a slow machine; `QAT_SIM_LOG_ARITH=1`
+//! prints once per kind which arithmetic computed an operation (for scripts).
+//!
 //! It is a test double for qatlib's API contract, not a model of QAT hardware timing.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -322,6 +327,33 @@ static LOST: AtomicU64 = AtomicU64::new(0);
 static RESETS: AtomicU64 = AtomicU64::new(0);
 /// `icp_sal_userStart` reference count (qatlib's start_ref_count).
 static START_REFS: Mutex<u32> = Mutex::new(0);
+
+/// While set, `icp_sal_CyPollInstance` delivers no response: requests stay in the device
+/// (and in its rings) until a test releases them with `qat_sim_hold(0)`, so a test can
+/// act on operations that are certainly still in flight without a latency it hopes is
+/// long enough. Cleared by `icp_sal_userStart`.
+static HOLD: AtomicBool = AtomicBool::new(false);
+
+/// With `QAT_SIM_LOG_ARITH=1`, say on stderr, once per kind, which arithmetic computed an
+/// operation ("qat-sim: computed an operation with libcrypto.so.3" or "... with num-bigint
+/// / p256 / p384 (portable arithmetic)"): how a script that runs the simulator in another
+/// process sees which path `QAT_SIM_ARITH` selected in that run.
+fn note_arith(portable: bool) {
+    static SAID: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+    static LOG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*LOG.get_or_init(|| std::env::var("QAT_SIM_LOG_ARITH").is_ok_and(|v| v == "1")) {
+        return;
+    }
+    if !SAID[usize::from(portable)].swap(true, Ordering::Relaxed) {
+        if portable {
+            eprintln!(
+                "qat-sim: computed an operation with num-bigint / p256 / p384 (portable arithmetic)"
+            );
+        } else {
+            eprintln!("qat-sim: computed an operation with libcrypto.so.3");
+        }
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -787,9 +819,11 @@ fn rsa(w: &RsaWork) -> Result<Vec<u8>, CpaStatus> {
     };
     let Some(o) = ossl::get() else {
         ARITH_BIGINT.fetch_add(1, Ordering::Relaxed);
+        note_arith(true);
         return rsa_bigint(w);
     };
     ARITH_OSSL.fetch_add(1, Ordering::Relaxed);
+    note_arith(false);
     match w {
         RsaWork::Rep1 { n, d, c } => o.rsa_rep1(n, d, c),
         RsaWork::Rep2 {
@@ -959,9 +993,11 @@ fn ecdsa(w: &EcdsaWork) -> Result<(Vec<u8>, Vec<u8>), CpaStatus> {
     }
     let Some(o) = ossl::get() else {
         ARITH_BIGINT.fetch_add(1, Ordering::Relaxed);
+        note_arith(true);
         return ecdsa_bigint(w, n, &k, &m, &d);
     };
     ARITH_OSSL.fetch_add(1, Ordering::Relaxed);
+    note_arith(false);
     let (p384, len) = match w.curve {
         Curve::P256 => (false, 32),
         Curve::P384 => (true, 48),
@@ -1093,6 +1129,7 @@ pub unsafe extern "C" fn icp_sal_userStart(name: *const c_char) -> CpaStatus {
     STOPPING.store(false, Ordering::Release);
     STARTS.fetch_add(1, Ordering::Relaxed);
     *refs = 1;
+    HOLD.store(false, Ordering::Release);
     *slot = Some(s);
     SUCCESS
 }
@@ -1693,6 +1730,7 @@ pub extern "C" fn icp_sal_CyPollInstance(handle: CpaInstanceHandle, quota: Cpa32
     } else {
         quota as usize
     };
+    let held = HOLD.load(Ordering::Acquire);
     let (ready, restarting) = {
         let mut st = lock(&inst.state);
         if !st.started {
@@ -1703,9 +1741,10 @@ pub extern "C" fn icp_sal_CyPollInstance(handle: CpaInstanceHandle, quota: Cpa32
         let mut ready = Vec::new();
         let mut removed = 0;
         let mut i = 0;
-        while i < st.done.len() && ready.len() < quota {
+        while !held && i < st.done.len() && ready.len() < quota {
             // Responses from before a silent reset are gone; from before a restart they
-            // fail at once; others wait for their latency.
+            // fail at once; others wait for their latency (and, while the test holds
+            // them, all wait).
             if st.done[i].generation < st.silent_floor {
                 st.done.remove(i);
                 removed += 1;
@@ -1882,6 +1921,14 @@ pub unsafe extern "C" fn qat_sim_counter(name: *const c_char) -> u64 {
 #[no_mangle]
 pub extern "C" fn qat_sim_mem_outstanding() -> u64 {
     lock(&MEM).len() as u64
+}
+
+/// Hold (`on` != 0) or release (0) every response: see [`HOLD`]. While held, polls deliver
+/// nothing; requests still count in `in_ring`, so rings fill up as they would on a device
+/// that has not answered yet.
+#[no_mangle]
+pub extern "C" fn qat_sim_hold(on: c_int) {
+    HOLD.store(on != 0, Ordering::Release);
 }
 
 /// Compile-time checks: every exported qatlib/usdm function has exactly the type that
