@@ -10,6 +10,9 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 export ENVOY_QAT_DEPS="${ENVOY_QAT_DEPS:-$repo/build/qat-deps}"
 cargo build --locked --quiet --bin envoy-qat
+# The dynamic module, built on its own (without the C++ glue), for the configs that load it.
+cargo build --locked --quiet -p envoy-qat-module
+export ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$repo/target/debug"
 bin="$repo/target/debug/envoy-qat"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -64,6 +64,19 @@ fn envoy_configs_pass_stock_envoy_validate_and_our_check() {
     let bootstraps = files("envoy-config/envoy", "yaml");
     assert!(bootstraps.len() >= 3, "{bootstraps:?}");
     for f in &bootstraps {
+        if fs::read_to_string(f)
+            .unwrap()
+            .contains("dynamic_modules.v3.DynamicModuleFilter")
+        {
+            // Validated with the module loaded by ci/test-deploy.sh and ci/test-module.sh.
+            assert!(
+                text.contains(&format!("skip envoy --mode validate {}:", rel(f)))
+                    || text.contains(&format!("ok   envoy --mode validate {}\n", rel(f))),
+                "{} neither validated nor skipped:\n{text}",
+                rel(f)
+            );
+            continue;
+        }
         assert!(
             text.contains(&format!("ok   envoy --mode validate {}\n", rel(f))),
             "{} not validated:\n{text}",

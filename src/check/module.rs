@@ -110,12 +110,13 @@ pub fn check_dynamic_module_filter(tc: &Value) -> Result<String, String> {
     let dmc = tc.get("dynamic_module_config").ok_or(
         "DynamicModuleFilter without dynamic_module_config\nadd dynamic_module_config: {name: <module>}",
     )?;
+    let local = dmc
+        .pointer("/module/local/filename")
+        .and_then(Value::as_str)
+        .map(PathBuf::from);
     let name = dmc.get("name").and_then(Value::as_str).unwrap_or_default();
-    if name.is_empty() {
-        return Err(
-            "dynamic_module_config.name is empty\nname the module: lib<name>.so on the search path"
-                .into(),
-        );
+    if name.is_empty() && local.is_none() {
+        return Err("dynamic_module_config has neither name nor module.local.filename\nname the module: lib<name>.so on the search path".into());
     }
     let filter_name = tc
         .get("filter_name")
@@ -123,7 +124,16 @@ pub fn check_dynamic_module_filter(tc: &Value) -> Result<String, String> {
         .unwrap_or_default();
     let config = filter_config_text(tc.get("filter_config"))
         .map_err(|e| format!("{e}\nwrite filter_config as a StringValue holding JSON"))?;
-    let path = locate(name)?;
+    let path = match local {
+        Some(p) if p.is_file() => p,
+        Some(p) => {
+            return Err(format!(
+                "dynamic module {}: no such file\ninstall the module there or fix module.local.filename",
+                p.display()
+            ))
+        }
+        None => locate(name)?,
+    };
     // SAFETY: loading a shared object runs its initialisers. envoy-qat's module has no
     // load-time code (its callbacks are resolved later, in program init, which is not
     // called here); a config names the module Envoy itself would load into its process.
