@@ -13,6 +13,8 @@ One run starts, on 127.0.0.1 only:
                builtin          envoy.filters.http.compressor + envoy.compression.gzip.compressor
                module           the module's compressor, filter_config {} (backend auto)
                module-software  the module's compressor, {"backend": "software"} (zlib-rs inline)
+               module-software-async  the same with every chunk on the module's threads
+                                (software_async_min_bytes 1): what the hand-off costs
                none             no compressor: Envoy's own proxying cost, subtracted for "net"
 and loads each front in turn with h2load (fixed request count, accept-encoding: gzip, HTTP/2
 cleartext), rounds interleaved. Per front and size it reports requests/s, the front's CPU
@@ -46,7 +48,7 @@ KINDS = {"html": "text/html", "css": "text/css", "js": "application/javascript",
          "svg": "image/svg+xml", "txt": "text/plain", "xml": "text/xml"}
 SIZES = [("1 KiB", 1024, 20000), ("32 KiB", 32 << 10, 4000), ("1 MiB", 1 << 20, 160)]
 SLICES = 4
-FRONTS = ["builtin", "module", "module-software", "none"]
+FRONTS = ["builtin", "module", "module-software", "module-software-async", "none"]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -104,6 +106,9 @@ def front_bootstrap(kind, upstream_port):
         filters = [sbs.module_filter("envoy_qat.compressor", "compressor", {})]
     elif kind == "module-software":
         filters = [sbs.module_filter("envoy_qat.compressor", "compressor", {"backend": "software"})]
+    elif kind == "module-software-async":
+        filters = [sbs.module_filter("envoy_qat.compressor", "compressor",
+                                     {"backend": "software", "software_async_min_bytes": 1})]
     else:
         filters = []
     lst = sbs.listener("front", filters, side=kind)

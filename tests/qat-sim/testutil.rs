@@ -94,10 +94,14 @@ impl Sim {
     }
 }
 
-/// QAT backend settings that load the simulator.
+/// QAT backend settings that load the simulator. The per-operation deadline is far above
+/// the default 5 s: ci/test-sanitize-sim.sh runs these suites under AddressSanitizer with
+/// the simulator's portable arithmetic, where hundreds of queued signatures take longer than
+/// that, and only the tests of the deadline itself (which set their own) may trip it.
 pub fn sim_config() -> QatConfig {
     QatConfig {
         qat_lib: Some(sim_path()),
+        op_timeout: std::time::Duration::from_secs(120),
         ..QatConfig::default()
     }
 }
