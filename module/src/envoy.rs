@@ -23,8 +23,8 @@ impl Stream {
         self.ptr
     }
 
-    /// The first value of a header, copied.
-    pub fn header(&self, kind: u32, key: &str) -> Option<Vec<u8>> {
+    /// Value `index` of a header, copied, and how many values the header has.
+    fn header_at(&self, kind: u32, key: &str, index: usize) -> (Option<Vec<u8>>, usize) {
         let mut out = EnvoyBuffer::empty();
         let mut count = 0usize;
         // SAFETY: live stream pointer; the key buffer lives for the call; Envoy writes
@@ -35,43 +35,29 @@ impl Stream {
                 kind,
                 ModuleBuffer::of(key.as_bytes()),
                 &mut out,
-                0,
+                index,
                 &mut count,
             )
         };
-        if !found || count == 0 {
-            return None;
+        if !found || index >= count {
+            return (None, count);
         }
         // SAFETY: Envoy's header value stays valid until the header map changes; it is
         // copied before any change.
-        Some(unsafe { out.as_slice() }.to_vec())
+        (Some(unsafe { out.as_slice() }.to_vec()), count)
+    }
+
+    /// The first value of a header, copied.
+    pub fn header(&self, kind: u32, key: &str) -> Option<Vec<u8>> {
+        self.header_at(kind, key, 0).0
     }
 
     /// Every value of a header, copied.
     pub fn header_values(&self, kind: u32, key: &str) -> Vec<Vec<u8>> {
         let mut values = Vec::new();
-        let mut count = 0usize;
-        let mut i = 0usize;
-        loop {
-            let mut out = EnvoyBuffer::empty();
-            // SAFETY: as in `header`.
-            let found = unsafe {
-                (self.api.http_get_header)(
-                    self.ptr,
-                    kind,
-                    ModuleBuffer::of(key.as_bytes()),
-                    &mut out,
-                    i,
-                    &mut count,
-                )
-            };
-            if !found {
-                break;
-            }
-            // SAFETY: as in `header`.
-            values.push(unsafe { out.as_slice() }.to_vec());
-            i += 1;
-            if i >= count {
+        while let (Some(v), count) = self.header_at(kind, key, values.len()) {
+            values.push(v);
+            if values.len() >= count {
                 break;
             }
         }
