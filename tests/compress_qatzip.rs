@@ -165,3 +165,72 @@ fn without_a_device_qatzip_is_probed_then_zlib_rs_takes_over() {
     assert_python_zlib(&gz, &d);
     assert_eq!(f2.stats().qatzip_bytes_in, d.len() as u64);
 }
+
+/// Measurement (issue 15, item 4): how the session policy behaves on QATzip's software
+/// path (the trixie libqatzip, no device): T threads at once, each compressing streams
+/// in 64 KiB Flush pieces, with no session limit (a session per concurrent caller, all
+/// through QATzip's software fallback) and with limits of 1 and 2 (calls beyond go to
+/// zlib-rs). Prints throughput, sessions made and where the bytes went.
+///   cargo test --release --test compress_qatzip -- --ignored --nocapture measure_session_policy
+#[test]
+#[ignore]
+fn measure_session_policy_on_qatzip_software_path() {
+    let _turn = SHORTCUT.lock().unwrap_or_else(|e| e.into_inner());
+    let threads = 4;
+    let per_thread = 8 << 20;
+    let lib = QatzipLib::load_default().unwrap();
+    lib.set_no_device_shortcut(false);
+    println!(
+        "QATzip software path ({}), {threads} threads x {} MiB, level 6, 64 KiB Flush pieces",
+        lib.path().display(),
+        per_thread >> 20
+    );
+    println!(
+        "{:>12} {:>8} {:>9} {:>12} {:>12} {:>10}",
+        "limit", "MB/s", "sessions", "QATzip MB", "zlib-rs MB", "busy calls"
+    );
+    let corpus: Vec<Vec<u8>> = (0..threads)
+        .map(|t| text_bytes(per_thread, 100 + t as u64))
+        .collect();
+    for limit in [None, Some(1), Some(2), None] {
+        lib.drop_idle_sessions();
+        lib.set_session_limit(limit);
+        let before = lib.pool_stats();
+        let f = CompressorFactory::with_qatzip(
+            CompressorConfig {
+                compression_level: 6,
+                ..CompressorConfig::default()
+            },
+            lib.clone(),
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        std::thread::scope(|s| {
+            for d in &corpus {
+                let f = f.clone();
+                s.spawn(move || {
+                    for stream in d.chunks(1 << 20) {
+                        let mut c = f.create();
+                        let (gz, _) = compress_pieces(&mut c, stream, 64 * 1024);
+                        assert!(gz.len() < stream.len());
+                    }
+                });
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let st = f.stats();
+        let p = lib.pool_stats();
+        let total = st.bytes_in as f64;
+        println!(
+            "{:>12} {:>8.1} {:>9} {:>12.1} {:>12.1} {:>10}",
+            limit.map_or("none".to_string(), |n| n.to_string()),
+            total / secs / 1e6,
+            p.created - before.created,
+            st.qatzip_bytes_in as f64 / 1e6,
+            (st.sw_bytes_in - st.qatzip_bytes_in.min(st.sw_bytes_in)) as f64 / 1e6,
+            p.busy - before.busy
+        );
+    }
+    lib.set_session_limit(None);
+    lib.set_no_device_shortcut(true);
+}

@@ -297,3 +297,44 @@ fn hardware_path_output_decodes_across_flushes() {
     assert_eq!(sim.counter("no_instance"), 0);
     assert_eq!(sim.lib.pool_stats().created, 1);
 }
+
+/// Measurement (issue 15, item 4): on the simulated device (2 DC instances, each device
+/// request holding its instance 2 ms), T threads at once with no session limit (the old
+/// per-caller sessions) and with the pool's limit (the instance count): how many bytes
+/// the device did, how many QATzip silently did in software, and how many went to
+/// zlib-rs.
+///   cargo test --release --test compress_qatzip_sim -- --ignored --nocapture measure
+#[test]
+#[ignore]
+fn measure_session_policy_on_the_simulator() {
+    println!("QATzip simulator: 2 DC instances, 2 ms per device request, 64 KiB Flush pieces");
+    println!(
+        "{:>7} {:>10} {:>8} {:>10} {:>14} {:>11} {:>14}",
+        "threads", "limit", "MB/s", "device MB", "silent-sw MB", "zlib-rs MB", "silent fallbk"
+    );
+    for threads in [2, 4, 8] {
+        for pooled in [false, true] {
+            let sim = SimCopy::new("instances=2,hw_us=2000");
+            if !pooled {
+                sim.lib.set_session_limit(None);
+            }
+            let f = sim.factory(6);
+            let start = std::time::Instant::now();
+            let total = run_concurrently(&f, threads, 4, 1 << 20);
+            let secs = start.elapsed().as_secs_f64();
+            let s = f.stats();
+            println!(
+                "{:>7} {:>10} {:>8.1} {:>10.1} {:>14.1} {:>11.1} {:>14}",
+                threads,
+                sim.lib
+                    .session_limit()
+                    .map_or("none".to_string(), |n| n.to_string()),
+                total as f64 / secs / 1e6,
+                s.hw_bytes_in as f64 / 1e6,
+                (sim.counter("sw_bytes") - PROBE) as f64 / 1e6,
+                s.sessions_busy_bytes_in as f64 / 1e6,
+                sim.counter("no_instance"),
+            );
+        }
+    }
+}
