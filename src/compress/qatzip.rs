@@ -654,7 +654,11 @@ pub fn setup_status(rc: i32) -> Result<(), String> {
 }
 
 fn max_sessions_from_env() -> Result<Option<usize>, String> {
-    let Some(v) = std::env::var_os(MAX_SESSIONS_ENV).filter(|v| !v.is_empty()) else {
+    parse_max_sessions(std::env::var_os(MAX_SESSIONS_ENV).as_deref())
+}
+
+fn parse_max_sessions(v: Option<&std::ffi::OsStr>) -> Result<Option<usize>, String> {
+    let Some(v) = v.filter(|v| !v.is_empty()) else {
         return Ok(None);
     };
     match v.to_str().and_then(|s| s.trim().parse::<usize>().ok()) {
@@ -742,8 +746,21 @@ mod tests {
         let e = setup_status(-1).unwrap_err();
         assert!(e.contains("QZ_PARAMS"), "{e}");
         assert!(setup_status(1).unwrap_err().contains("QZ_DUPLICATE"));
-        for rc in [-2, -3, -101, -103, -104, -116, 11, 13, 14] {
+        for rc in [-2, -3, -101, -103, -104, -116, 11, 13, 14, 16] {
             assert!(setup_status(rc).is_err(), "{rc}");
+        }
+    }
+
+    #[test]
+    fn max_sessions_setting() {
+        use std::ffi::OsStr;
+        assert_eq!(parse_max_sessions(None), Ok(None));
+        assert_eq!(parse_max_sessions(Some(OsStr::new(""))), Ok(None));
+        assert_eq!(parse_max_sessions(Some(OsStr::new(" 4 "))), Ok(Some(4)));
+        for bad in ["0", "-1", "two", "1.5"] {
+            let e = parse_max_sessions(Some(OsStr::new(bad))).unwrap_err();
+            assert!(e.contains(MAX_SESSIONS_ENV) && e.contains(bad), "{e}");
+            assert!(e.contains("unset it"), "{e}");
         }
     }
 }
