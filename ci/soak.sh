@@ -3,7 +3,9 @@
 #
 # 1. `envoy-qat serve` on the QAT backend over tests/qat-sim with faults switched on
 #    (random submit failures, callback failures, RETRY storms, slow answers, every
-#    instance restarting every few seconds; 2 instances) and software failover per
+#    instance restarting every few seconds, responses that never arrive and silent
+#    device resets, both caught by a 500 ms per-operation deadline; 2 instances) and
+#    software failover per
 #    operation on (the default), under h2load: every request of the main lane is a new
 #    TLS 1.3 handshake (HTTP/1.1 with Connection: close, as ci/bench-abi.sh does), and a
 #    small HTTP/2 lane asks for gzip over a few long connections, and an abort lane
@@ -18,8 +20,9 @@
 #    fallback on no handshake may fail), the server's handshake failures are at most the
 #    aborted clients, every
 #    provider operation ended exactly once (submitted = completed + failed + cancelled,
-#    none in flight) and none failed, pinned memory outstanding is 0 once the load
-#    ended, open fds end <= start + SOAK_CLIENTS + 16, RSS growth after the warm-up
+#    none in flight) and none failed, pinned memory outstanding once the load ended is
+#    exactly the quarantined blocks (past their deadline and never answered: kept until
+#    qatlib stops, then reclaimed), open fds end <= start + SOAK_CLIENTS + 16, RSS growth after the warm-up
 #    (from a reading taken under load once 10% of the handshakes are done, to the largest
 #    later reading and to the reading at the end) <= SOAK_RSS_SLACK_MB (no such reading
 #    is a failure), that every counter it reads was there, and that faults did happen.
@@ -46,7 +49,7 @@
 #
 # Knobs (env): SOAK_HANDSHAKES (200000), SOAK_COMPRESS_BYTES (10000000000), SOAK_CLIENTS
 # (32), SOAK_KEY_TYPE (p256), SOAK_FAULTS (see below), SOAK_SAMPLE_SECS (5),
-# SOAK_RSS_SLACK_MB (32), SOAK_PROFILE (release | debug: debug reuses the build
+# SOAK_RSS_SLACK_MB (32), SOAK_OP_TIMEOUT_MS (500: the per-operation deadline), SOAK_PROFILE (release | debug: debug reuses the build
 # `cargo test` made; ci/test-soak.sh uses it), SOAK_COMPRESS_THREADS (2).
 #   usage: ci/soak.sh                      # the full soak
 #          SOAK_HANDSHAKES=5000 SOAK_COMPRESS_BYTES=300000000 ci/soak.sh
@@ -60,7 +63,8 @@ handshakes=${SOAK_HANDSHAKES:-200000}
 compress_bytes=${SOAK_COMPRESS_BYTES:-10000000000}
 clients=${SOAK_CLIENTS:-32}
 key_type=${SOAK_KEY_TYPE:-p256}
-faults=${SOAK_FAULTS:-submit_fail=0.01,cb_fail=0.01,retry=0.2,slow=0.01,slow_us=5000,restart_every_ms=3000,restart_ms=50}
+faults=${SOAK_FAULTS:-submit_fail=0.01,cb_fail=0.01,retry=0.2,slow=0.01,slow_us=5000,restart_every_ms=3000,restart_ms=50,lost=0.002,reset_every_ms=2500}
+op_timeout_ms=${SOAK_OP_TIMEOUT_MS:-500}
 sample=${SOAK_SAMPLE_SECS:-5}
 rss_slack_mb=${SOAK_RSS_SLACK_MB:-32}
 profile=${SOAK_PROFILE:-release}
@@ -100,6 +104,7 @@ log="$work/serve.log"
 # from it at once.
 : >"$log"
 ENVOY_QAT_LIB="$sim" QAT_SIM_INSTANCES=2 QAT_SIM_FAULTS="$faults" QAT_SIM_SEED=${SOAK_SEED:-1} \
+  ENVOY_QAT_OP_TIMEOUT_MS="$op_timeout_ms" \
   "$bin" serve --listen 127.0.0.1:0 --key-type "$key_type" --backend qat >"$log" 2>"$work/serve.err" &
 pid=$!
 port=""
@@ -127,7 +132,7 @@ fds() { ls "/proc/$pid/fd" | wc -l; }
 fd_start=$(fds)
 rss_start=$(rss_kb)
 echo "== soak: $handshakes new-connection handshakes (h2load --h1 -c $clients, Connection: close), key $key_type,"
-echo "   qat-sim 2 instances, QAT_SIM_FAULTS=$faults, software failover on"
+echo "   qat-sim 2 instances, QAT_SIM_FAULTS=$faults, operation deadline $op_timeout_ms ms, software failover on"
 echo "   plus an HTTP/2 gzip lane: $((handshakes / 10 + 100)) requests over 2 connections,"
 echo "   and $((handshakes / 20 + 10)) clients that reset the connection mid-handshake"
 h2load --h1 -n "$handshakes" -c "$clients" -H 'Connection: close' -H 'Accept-Encoding: gzip' \
@@ -165,8 +170,8 @@ PY
 lanes+=($!)
 abort=$!
 
-printf '%7s %8s %7s %7s %5s %7s %9s %9s %6s %6s %9s %7s %7s %7s %7s\n' \
-  secs handshk hs/s RSS_MB fds pinned submitted completed failed cancel fallbacks sub_flt cb_flt retries restart
+printf '%7s %8s %7s %7s %5s %7s %9s %9s %6s %6s %9s %7s %7s %7s %7s %7s %6s\n' \
+  secs handshk hs/s RSS_MB fds pinned submitted completed failed cancel fallbacks sub_flt cb_flt retries restart expired quar
 t0=$SECONDS
 last_hs=0
 last_t=$t0
@@ -187,14 +192,15 @@ sample_line() {
   f=$(fds)
   dt=$((now - last_t))
   ((dt > 0)) || dt=1
-  printf '%7d %8d %7d %7.1f %5d %7s %9s %9s %6s %6s %9s %7s %7s %7s %7s\n' \
+  printf '%7d %8d %7d %7.1f %5d %7s %9s %9s %6s %6s %9s %7s %7s %7s %7s %7s %6s\n' \
     $((now - t0)) "$hs" $(((hs - last_hs) / dt)) "$(awk -v k="$rss" 'BEGIN{print k/1024}')" "$f" \
     "$(get "$s" 'backend qat:' pinned_outstanding)" \
     "$(get "$s" provider: submitted)" "$(get "$s" provider: completed)" \
     "$(get "$s" provider: failed)" "$(get "$s" provider: cancelled)" \
     "$(get "$s" provider: fallbacks)" \
     "$(get "$s" 'backend qat:' submit_failures)" "$(get "$s" 'backend qat:' callback_failures)" \
-    "$(get "$s" 'backend qat:' retries)" "$(get "$s" 'backend qat:' restarting)"
+    "$(get "$s" 'backend qat:' retries)" "$(get "$s" 'backend qat:' restarting)" \
+    "$(get "$s" 'backend qat:' expired)" "$(get "$s" 'backend qat:' quarantined)"
   last_hs=$hs
   last_t=$now
   if ((hs >= warm_at)); then
@@ -231,10 +237,13 @@ wait "$abort" || true
 lanes=()
 elapsed=$((SECONDS - t0))
 
-# The load is over: let cancelled operations still in the device finish.
+# The load is over: let cancelled operations still in the device finish. Operations past
+# their deadline whose answer never came (lost, or dropped by a silent reset) stay
+# outstanding, quarantined, until qatlib stops: outstanding == quarantined is the end.
 for _ in $(seq 1 100); do
   s=$(stats) || true
-  [[ "$(get "$s" provider: in_flight)" == 0 && "$(get "$s" 'backend qat:' outstanding)" == 0 ]] && break
+  [[ "$(get "$s" provider: in_flight)" == 0 &&
+     "$(get "$s" 'backend qat:' outstanding)" == "$(get "$s" 'backend qat:' quarantined)" ]] && break
   sleep 0.1
 done
 sample_line
@@ -282,10 +291,21 @@ check "provider: no operation failed (fallback saves every fault): failed=$fld o
   $([[ "$fld" == 0 && "$(get "$s" provider: op_failures)" == 0 ]]; echo $?)
 check "provider: at least one operation per handshake (submitted $sub >= handshakes $hs_total >= $handshakes)" \
   $(isnum "$sub" "$hs_total" && [[ $sub -ge $hs_total && $hs_total -ge $handshakes ]]; echo $?)
-check "pinned memory outstanding 0 after the load (pinned_outstanding=$(get "$s" 'backend qat:' pinned_outstanding), bytes=$(get "$s" 'backend qat:' pinned_outstanding_bytes), allocated $(get "$s" 'backend qat:' pinned_allocs) blocks)" \
-  $([[ "$(get "$s" 'backend qat:' pinned_outstanding)" == 0 && "$(get "$s" 'backend qat:' pinned_outstanding_bytes)" == 0 ]]; echo $?)
-check "faults happened: submit_failures=$(get "$s" 'backend qat:' submit_failures) callback_failures=$(get "$s" 'backend qat:' callback_failures) retries=$(get "$s" 'backend qat:' retries) restarting=$(get "$s" 'backend qat:' restarting), fallbacks=$(get "$s" provider: fallbacks)" \
-  $([[ "$(get "$s" 'backend qat:' callback_failures)" -gt 0 && "$(get "$s" 'backend qat:' retries)" -gt 0 && "$(get "$s" provider: fallbacks)" -gt 0 ]]; echo $?)
+# Pinned memory: what is still allocated after the load must be exactly the quarantined
+# blocks (operations past their deadline that the device never answered: the device might
+# still write them, so they stay until qatlib stops), block for block and byte for byte.
+pin=$(get "$s" 'backend qat:' pinned_outstanding)
+pin_b=$(get "$s" 'backend qat:' pinned_outstanding_bytes)
+quar=$(get "$s" 'backend qat:' quarantined)
+quar_b=$(get "$s" 'backend qat:' quarantined_bytes)
+outst=$(get "$s" 'backend qat:' outstanding)
+check "pinned memory after the load is only the quarantined (pinned_outstanding=$pin = quarantined=$quar = outstanding=$outst, bytes $pin_b = $quar_b; allocated $(get "$s" 'backend qat:' pinned_allocs) blocks)" \
+  $(isnum "$pin" "$pin_b" "$quar" "$quar_b" "$outst" && [[ $pin -eq $quar && $pin_b -eq $quar_b && $outst -eq $quar ]]; echo $?)
+expired=$(get "$s" 'backend qat:' expired)
+late=$(get "$s" 'backend qat:' late_answers)
+check "faults happened: submit_failures=$(get "$s" 'backend qat:' submit_failures) callback_failures=$(get "$s" 'backend qat:' callback_failures) retries=$(get "$s" 'backend qat:' retries) restarting=$(get "$s" 'backend qat:' restarting), fallbacks=$(get "$s" provider: fallbacks), expired=${expired:-MISSING} (late_answers=${late:-MISSING})" \
+  $([[ "$(get "$s" 'backend qat:' callback_failures)" -gt 0 && "$(get "$s" 'backend qat:' retries)" -gt 0 && "$(get "$s" provider: fallbacks)" -gt 0 ]] &&
+    isnum "$expired" && { ! [[ $faults =~ (^|,)(lost|reset_every_ms)= ]] || [[ $expired -gt 0 ]]; }; echo $?)
 check "open fds: start $fd_start, end $fd_end (bound start + $clients + 16)" \
   $([[ $fd_end -le $((fd_start + clients + 16)) ]]; echo $?)
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }

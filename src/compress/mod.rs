@@ -29,26 +29,28 @@
 //!   streams per factory (default 512) hold their own state; streams beyond that share
 //!   the per-thread full-flush state described below and hold nothing between calls.
 //! - **QATzip** (`backend: qatzip`, or `auto` when libqatzip loads): libqatzip.so.3 is
-//!   opened at run time (never linked). One QATzip session per worker thread (per
-//!   factory) serves every stream on that thread: QATzip binds a session to a QAT
-//!   instance and silently compresses in software once sessions outnumber instances, so
-//!   one session per HTTP stream would fall to software under load. Each call's input
-//!   goes through `qzCompressExt` in raw-deflate format with `last = 0`: QATzip ends
-//!   every request with a full flush (`CPA_DC_FLUSH_FULL` on the device, `Z_FULL_FLUSH`
-//!   in its software fallback), so each call yields self-contained, byte-aligned deflate
-//!   blocks and interleaving streams on one session is safe; we write the gzip header,
-//!   the final empty block, the CRC-32 and the length ourselves. QATzip's stream API
-//!   (`qzCompressStream`) was not used: it only emits output when its stream buffer fills
-//!   or at `last = 1`, which ends the deflate stream — it cannot sync-flush — and it
+//!   opened at run time (never linked). QATzip sessions come from a process-wide pool
+//!   that keeps at most one session per QAT DC instance in use at once: QATzip 1.3.1
+//!   grabs a free instance per call and, when none is free, silently compresses in
+//!   software, so calls beyond the instance count go to zlib-rs instead (faster than
+//!   QATzip's fallback, and counted as `sessions_busy_bytes_in`); see [`qatzip`]'s docs.
+//!   Each call's input goes through `qzCompressExt` in raw-deflate format with `last = 0`:
+//!   QATzip ends every request with a full flush (`CPA_DC_FLUSH_FULL` on the device,
+//!   `Z_FULL_FLUSH` in its software fallback), so each call yields self-contained,
+//!   byte-aligned deflate blocks and streams can share sessions safely; we write the gzip
+//!   header, the final empty block, the CRC-32 and the length ourselves. QATzip's stream
+//!   API (`qzCompressStream`) was not used: it only emits output when its stream buffer
+//!   fills or at `last = 1`, which ends the deflate stream — it cannot sync-flush — and it
 //!   holds two `stream_buffer_size` buffers (256 KiB by default) per stream.
 //!   Inputs smaller than `input_size_threshold` go to a per-thread zlib-rs state with a
 //!   full flush per call, so a QATzip-mode stream holds no deflate state at all between
 //!   calls: memory per idle stream is the size of [`Compressor`].
 //!   With no device, QATzip's fallback is used for a first request, then zlib-rs
 //!   directly, re-probing QATzip every 30 s (see [`qatzip`]'s docs for why).
-//!   The extended return code of every QATzip call says whether the device or QATzip's
-//!   software fallback ran; [`CompressStats`] counts hardware and software bytes. One log
-//!   line (target `envoy_qat::compress`) says which path is in use.
+//!   Hardware bytes are the input a call added to the session's `total_in`, which QATzip
+//!   advances on its device path only (checked at start-up; see [`qatzip`]);
+//!   [`CompressStats`] counts hardware and software bytes. One log line (target
+//!   `envoy_qat::compress`) says which path is in use.
 //!
 //! # Which level to pick
 //!
@@ -157,6 +159,7 @@ pub struct CompressStats {
     deflate_states: AtomicU64,
     shared_state_streams: AtomicU64,
     qatzip_bytes_in: AtomicU64,
+    sessions_busy_bytes_in: AtomicU64,
 }
 
 /// A point-in-time copy of [`CompressStats`].
@@ -170,11 +173,13 @@ pub struct StatsSnapshot {
     pub bytes_in: u64,
     /// Compressed bytes produced (headers and trailers included).
     pub bytes_out: u64,
-    /// Input bytes QATzip compressed with a hardware session: an upper bound on what a
-    /// QAT device compressed. QATzip 1.3.1 declares QZ_SW_EXECUTION in `ext_rc` but never
-    /// sets it, and when more threads compress at once than there are DC instances
-    /// (`qzGrabInstance` finds none free) it compresses in software and still returns
-    /// QZ_OK with a session status of QZ_OK: those bytes are counted here too.
+    /// Input bytes a QAT device compressed: what each QATzip call added to its session's
+    /// `total_in`, which QATzip 1.1-1.3.1 advances only on its device path (not when it
+    /// falls back to software for lack of a device or of a free instance). Exact when
+    /// `hw_bytes_exact`, except that when a device request fails mid-call QATzip finishes
+    /// that call in software and counts it all in `total_in`. When not `hw_bytes_exact`
+    /// (a QATzip whose `total_in` also counts software), an upper bound: input of calls
+    /// on sessions whose status is `QZ_OK`.
     pub hw_bytes_in: u64,
     /// Input bytes compressed in software (zlib-rs or QATzip's fallback).
     pub sw_bytes_in: u64,
@@ -190,6 +195,12 @@ pub struct StatsSnapshot {
     /// Input bytes QATzip compressed (device or its own fallback); the rest of
     /// `sw_bytes_in` went through zlib-rs.
     pub qatzip_bytes_in: u64,
+    /// Input bytes compressed with zlib-rs because every QATzip session allowed (one per
+    /// DC instance) was in use (part of `sw_bytes_in`).
+    pub sessions_busy_bytes_in: u64,
+    /// Whether `hw_bytes_in` is exact (QATzip's `total_in` checked; false also before
+    /// QATzip's first session and on the software backend).
+    pub hw_bytes_exact: bool,
     /// Bytes a stream holds while idle before its first data: the `Compressor` itself.
     pub idle_stream_bytes_before_data: usize,
     /// Bytes a stream holds while idle after a `Flush` (software: plus its deflate state).
@@ -218,7 +229,7 @@ struct FactoryInner {
     stats: CompressStats,
 }
 
-/// Shared per filter config: holds the configuration, the backend (with its per-thread
+/// Shared per filter config: holds the configuration, the backend (with its pooled
 /// QATzip sessions) and the counters. Cheap to clone.
 #[derive(Clone)]
 pub struct CompressorFactory {
@@ -254,6 +265,23 @@ impl CompressorFactory {
             inner: Arc::new(FactoryInner {
                 cfg,
                 engine,
+                stats: CompressStats::default(),
+            }),
+        })
+    }
+
+    /// A QATzip factory over an already loaded library (tests and measurements that load
+    /// a particular libqatzip, or a simulator, without `ENVOY_QATZIP_LIB`). The
+    /// configuration's `backend` is not consulted.
+    pub fn with_qatzip(
+        cfg: CompressorConfig,
+        lib: Arc<qatzip::QatzipLib>,
+    ) -> Result<Self, CompressError> {
+        cfg.validate().map_err(CompressError::Config)?;
+        Ok(Self {
+            inner: Arc::new(FactoryInner {
+                cfg,
+                engine: Engine::Qatzip(lib),
                 stats: CompressStats::default(),
             }),
         })
@@ -332,6 +360,11 @@ impl CompressorFactory {
             deflate_states: s.deflate_states.load(Ordering::Relaxed),
             shared_state_streams: s.shared_state_streams.load(Ordering::Relaxed),
             qatzip_bytes_in: s.qatzip_bytes_in.load(Ordering::Relaxed),
+            sessions_busy_bytes_in: s.sessions_busy_bytes_in.load(Ordering::Relaxed),
+            hw_bytes_exact: match &self.inner.engine {
+                Engine::Qatzip(l) => l.total_in_is_device_only() == Some(true),
+                Engine::Software => false,
+            },
             idle_stream_bytes_before_data: base,
             idle_stream_bytes_after_flush: after,
         }
@@ -487,8 +520,8 @@ impl Compressor {
     }
 
     /// QATzip mode: compress `input` into self-contained, byte-aligned, non-final deflate
-    /// blocks (full flush), on this thread's session or, below the threshold or if QATzip
-    /// fails, on this thread's zlib-rs state.
+    /// blocks (full flush), on a pooled QATzip session or, below the threshold or if QATzip
+    /// fails or every QATzip session is in use, on this thread's zlib-rs state.
     fn segment(
         &self,
         lib: &Arc<qatzip::QatzipLib>,
@@ -505,13 +538,20 @@ impl Compressor {
                 let n = rest.len().min(step);
                 let mark = out.len();
                 match lib.compress_full_flush(cfg, &rest[..n], out) {
-                    Ok(qatzip::Ran::Hardware) => {
-                        stats.hw_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    Ok(Some(ran)) => {
+                        let hw = ran.hw_bytes.min(n as u64);
+                        stats.hw_bytes_in.fetch_add(hw, Ordering::Relaxed);
+                        stats
+                            .sw_bytes_in
+                            .fetch_add(n as u64 - hw, Ordering::Relaxed);
                         stats.qatzip_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     }
-                    Ok(qatzip::Ran::Software) => {
+                    Ok(None) => {
+                        software_segment(cfg, &rest[..n], out)?;
                         stats.sw_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        stats.qatzip_bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        stats
+                            .sessions_busy_bytes_in
+                            .fetch_add(n as u64, Ordering::Relaxed);
                     }
                     Err(e) => {
                         out.truncate(mark);

@@ -56,6 +56,10 @@
 //! wait on events, not on a latency long enough for a slow machine; `QAT_SIM_LOG_ARITH=1`
 //! prints once per kind which arithmetic computed an operation (for scripts).
 //!
+//! QATzip: [`qatzip`] exports the QATzip 1.3.1 subset envoy-qat calls from the same
+//! library (point `ENVOY_QATZIP_LIB` at it), with a configurable number of DC instances
+//! and QATzip's silent software fallback when calls outnumber them.
+//!
 //! It is a test double for qatlib's API contract, not a model of QAT hardware timing.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -71,6 +75,7 @@ use std::time::{Duration, Instant};
 use num_bigint::BigUint;
 
 mod ossl;
+mod qatzip;
 
 #[allow(
     non_snake_case,
