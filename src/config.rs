@@ -263,7 +263,7 @@ impl ProviderConfig {
                         qat.inventory(),
                         if self.software_fallback { "on" } else { "off" }
                     );
-                    (Arc::new(qat), self.software_fallback.then(|| soft()))
+                    (Arc::new(qat), self.software_fallback.then(&soft))
                 }
                 Err(reason) => {
                     tracing::info!("private-key backend: software (QAT unavailable: {reason})");
@@ -279,7 +279,7 @@ impl ProviderConfig {
                         qat.inventory(),
                         if self.software_fallback { "on" } else { "off" }
                     );
-                    (Arc::new(qat), self.software_fallback.then(|| soft()))
+                    (Arc::new(qat), self.software_fallback.then(&soft))
                 }
                 Err(reason) if self.software_fallback => {
                     tracing::warn!(

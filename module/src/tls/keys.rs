@@ -102,8 +102,10 @@ fn raw_op(key: &PKey<Private>, op: &RawOp) -> Result<Vec<u8>, OpError> {
 }
 
 /// BoringSSL keys by the address of their engine key (registered when a config loads).
-fn registry() -> &'static Mutex<HashMap<usize, (Weak<PrivateKey>, PKey<Private>)>> {
-    static R: OnceLock<Mutex<HashMap<usize, (Weak<PrivateKey>, PKey<Private>)>>> = OnceLock::new();
+type KeyRegistry = Mutex<HashMap<usize, (Weak<PrivateKey>, PKey<Private>)>>;
+
+fn registry() -> &'static KeyRegistry {
+    static R: OnceLock<KeyRegistry> = OnceLock::new();
     R.get_or_init(Default::default)
 }
 

@@ -426,9 +426,9 @@ impl TlsSocket {
         }
         let conn = Conn::register(id, self.envoy as SocketEnvoyPtr);
         let ctx = self.factory.context();
-        let ssl = Ssl::new(&ctx).and_then(|mut ssl| {
+        let ssl = Ssl::new(&ctx).map(|mut ssl| {
             ssl.set_ex_data(conn_index(), Arc::clone(&conn));
-            Ok(ssl)
+            ssl
         });
         match ssl.and_then(|ssl| {
             SslStream::new(
@@ -716,10 +716,8 @@ impl TlsSocket {
             }
         }
         // SAFETY: as above.
-        if end_stream
-            && !self.shutdown_sent
-            && unsafe { (api.transport_socket_write_buffer_length)(ptr) } == 0
-        {
+        let drained = unsafe { (api.transport_socket_write_buffer_length)(ptr) } == 0;
+        if end_stream && !self.shutdown_sent && drained {
             self.shutdown_sent = true;
             let _ = stream.shutdown();
         }

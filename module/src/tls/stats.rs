@@ -61,7 +61,11 @@ struct Sink {
 static SINKS: Mutex<Vec<Sink>> = Mutex::new(Vec::new());
 
 /// Define the stats in a `tls_wake` config (at config load, on the main thread).
-pub fn attach(config: ConfigEnvoyPtr) {
+///
+/// # Safety
+/// `config` is the config pointer Envoy passed to `on_network_filter_config_new`, live
+/// until [`detach`] is called for it.
+pub unsafe fn attach(config: ConfigEnvoyPtr) {
     let Ok(api) = abi::api() else { return };
     let define = |name: &str, gauge: bool| {
         let mut id = 0usize;

@@ -67,7 +67,7 @@ impl Conn {
         {
             let mut r = lock(registry());
             if r.get(&self.id)
-                .is_some_and(|w| w.as_ptr() == self as *const Conn)
+                .is_some_and(|w| std::ptr::eq(w.as_ptr(), self))
             {
                 r.remove(&self.id);
             }
@@ -174,7 +174,8 @@ fn config_new(config: ConfigEnvoyPtr, name: &[u8], cfg: &[u8]) -> *const c_void 
         );
         return std::ptr::null();
     }
-    stats::attach(config);
+    // SAFETY: Envoy's config pointer; detached in config_destroy before it goes away.
+    unsafe { stats::attach(config) };
     WAKE_CONFIGS.fetch_add(1, Ordering::AcqRel);
     Box::into_raw(Box::new(config as usize)) as *const c_void
 }
