@@ -50,6 +50,7 @@ pub const STATS: &[&str] = &[
     "inline_chunks",
     "async_chunks",
     "errors",
+    "qatzip_sessions_busy_bytes",
 ];
 
 #[derive(Clone, Copy)]
@@ -71,6 +72,7 @@ enum S {
     InlineChunks,
     AsyncChunks,
     Errors,
+    SessionsBusyBytes,
 }
 
 /// Shared by every stream of one filter config.
@@ -81,6 +83,7 @@ pub struct ConfigState {
     /// The factory's hardware / software input bytes already added to the counters.
     hw_published: AtomicU64,
     sw_published: AtomicU64,
+    busy_published: AtomicU64,
     delay: Duration,
 }
 
@@ -129,6 +132,7 @@ impl ConfigState {
             counters,
             hw_published: AtomicU64::new(0),
             sw_published: AtomicU64::new(0),
+            busy_published: AtomicU64::new(0),
             delay,
         })
     }
@@ -144,6 +148,11 @@ impl ConfigState {
         for (now, published, which) in [
             (st.hw_bytes_in, &self.hw_published, S::HardwareBytes),
             (st.sw_bytes_in, &self.sw_published, S::SoftwareBytes),
+            (
+                st.sessions_busy_bytes_in,
+                &self.busy_published,
+                S::SessionsBusyBytes,
+            ),
         ] {
             let prev = published.fetch_max(now, Ordering::AcqRel);
             if now > prev {
