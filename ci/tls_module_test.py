@@ -230,7 +230,7 @@ class Spec:
     """A listener and what its clients must see."""
 
     def __init__(self, name, module, chains, key="rsa", subject=None, kx=False, sni=None, gzip=False,
-                 inspector=False, mode=None, resume=False):
+                 inspector=False, mode=None, resume=False, reload=False):
         self.name = name
         self.module = module
         self.chains = chains
@@ -242,6 +242,7 @@ class Spec:
         self.inspector = inspector
         self.mode = mode
         self.resume = resume        # session resumption left on (the resumption cases)
+        self.reload = reload        # its certificate files are replaced during the run
 
     def listener(self):
         return listener(self.name, self.chains, self.inspector)
@@ -264,6 +265,15 @@ def main_specs(tls, envoy_only):
                                               False)], subject=cn["rsa"], resume=True))
     if envoy_only:
         return s
+    rd = os.path.join(tls, "reload")
+    os.makedirs(rd, exist_ok=True)
+    for ext in (".crt", ".key"):
+        shutil.copy(os.path.join(tls, "rsa" + ext), os.path.join(rd, "cert" + ext))
+    rctx = tls_context(tls, "rsa")
+    rctx["common_tls_context"]["tls_certificates"] = [{"certificate_chain": {"filename": os.path.join(rd, "cert.crt")},
+                                                       "private_key": {"filename": os.path.join(rd, "cert.key")}}]
+    s.append(Spec("mod_reload", True, [chain("mod_reload", module_ts(rctx, ENGINE_QAT), True)],
+                  subject=cn["rsa"], mode="engine/qat", reload=True))
     s.append(Spec("mod_resume", True, [chain("mod_resume", module_ts(tls_context(tls, "rsa", no_resumption=False),
                                                                       ENGINE_QAT), True)],
                   subject=cn["rsa"], resume=True, mode="engine/qat"))
@@ -608,7 +618,7 @@ def curl_cases(spec, work):
 
 
 def h2load_cases(spec, env):
-    if spec.resume:
+    if spec.resume or spec.reload:
         return
     names = list(spec.sni) if spec.sni else [None]
     for name in names:
@@ -626,6 +636,218 @@ def h2load_cases(spec, env):
                     + ("" if spec.module else " (listener ssl.* counters)") + f"\n{out[-900:]}")
             if VERBOSE:
                 print(f"    full handshakes +{hs1 - hs0}, resumptions +{re1 - re0}")
+
+
+class TlsConn:
+    """A TLS client over a plain socket through ssl.SSLObject and memory BIOs, so that the test
+    decides what goes on the wire and when (close_notify, half-close, reset)."""
+
+    def __init__(self, port, version=None, timeout=IO_TIMEOUT):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["http/1.1"])
+        if version:
+            ctx.minimum_version = ctx.maximum_version = version
+        self.inc, self.outg = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(self.inc, self.outg, server_side=False)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.eof = False
+        while True:
+            try:
+                self.obj.do_handshake()
+                self.flush()
+                return
+            except ssl.SSLWantReadError:
+                self.flush()
+                self._recv()
+
+    def flush(self):
+        out = self.outg.read()
+        if out:
+            self.sock.sendall(out)
+
+    def _recv(self):
+        d = self.sock.recv(65536)
+        if not d:
+            self.eof = True
+            self.inc.write_eof()
+            raise EOFError
+        self.inc.write(d)
+
+    def send(self, data):
+        self.obj.write(data)
+        self.flush()
+
+    def close_notify(self):
+        try:
+            self.obj.unwrap()
+        except (ssl.SSLWantReadError, ssl.SSLError):
+            pass
+        self.flush()
+
+    def read_all(self, limit=None, pause=None, limit_fn=None):
+        """Reads until close_notify, EOF or an error; returns (bytes, how it ended). pause(got)
+        may sleep (a slow reader)."""
+        got = bytearray()
+        while True:
+            try:
+                d = self.obj.read(65536)
+                if not d:
+                    return bytes(got), "close_notify"
+                got += d
+                if pause:
+                    pause(got)
+                if limit_fn and limit is None:
+                    limit = limit_fn(got)
+                if limit and len(got) >= limit:
+                    return bytes(got), "complete"
+            except ssl.SSLWantReadError:
+                try:
+                    self._recv()
+                except EOFError:
+                    return bytes(got), "tcp eof without close_notify"
+                except socket.timeout:
+                    return bytes(got), "timeout"
+                except ConnectionResetError:
+                    return bytes(got), "tcp reset"
+            except ssl.SSLZeroReturnError:
+                return bytes(got), "close_notify"
+            except ssl.SSLEOFError:
+                return bytes(got), "tcp eof without close_notify"
+            except ssl.SSLError as e:
+                return bytes(got), f"ssl error {e.reason}"
+
+    def close(self):
+        self.sock.close()
+
+
+def http_status(raw):
+    m = re.match(rb"HTTP/1\.1 (\d{3})", raw)
+    return int(m.group(1)) if m else None
+
+
+def halfclose_outcome(port, how):
+    """What a client sees after a GET (connection: close) followed by `how`."""
+    try:
+        c = TlsConn(port)
+    except (OSError, EOFError, ssl.SSLError) as e:
+        return f"handshake failed: {e.__class__.__name__}"
+    try:
+        c.send(b"GET /c/hello HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+        if how == "close_notify":
+            c.close_notify()
+        elif how == "tcp half-close":
+            c.sock.shutdown(socket.SHUT_WR)
+        raw, end = c.read_all()
+        body_ok = raw.endswith(BODY)
+        return f"status {http_status(raw)}, body {'complete' if body_ok else 'incomplete'}, ended by {end}"
+    finally:
+        c.close()
+
+
+def halfclose_cases(specs):
+    """close_notify and TCP half-close right after a request: the module must end the same way
+    Envoy's own TLS does (compared with ref_rsa)."""
+    ref = next((s for s in specs if s.name == "ref_rsa"), None)
+    if not ref:
+        return
+    for how in ("none", "close_notify", "tcp half-close"):
+        want = halfclose_outcome(ref.ports, how)
+        if VERBOSE or not any(s.module for s in specs):
+            info(f"ref_rsa: GET then {how}: {want}")
+        for s in specs:
+            if not s.module or s.sni:
+                continue
+            got = halfclose_outcome(s.ports, how)
+            R.check(got == want, f"{s.name}: GET (connection: close) then {how}: ends as Envoy's own TLS does "
+                                 f"({want})", f"module: {got}\nEnvoy's own TLS: {want}")
+
+
+BIG = sbs.noise(4 << 20, 41)
+
+
+def data_cases(spec, work, up):
+    """Bodies bigger than any buffer both ways, and a client that stops reading for a while
+    (Envoy's write buffer fills: back-pressure and partial writes in the transport socket)."""
+    if spec.sni or spec.resume or spec.reload or spec.kx:
+        return
+    for proto, flag, want in (("h2", "--http2", "2"), ("http/1.1", "--http1.1", "1.1")):
+        w, hdrs, body, err = curl(spec.ports, flag, path="/c/big", work=work)
+        R.check(w == [want, "200"] and body == BIG, f"{spec.name}: curl {proto}: a 4 MiB response arrives intact",
+                f"curl -w {w}, {sbs.show(body)} vs {sbs.show(BIG)}, {err}")
+        up_body = sbs.noise(3 << 20, 43 + len(proto))
+        fn = os.path.join(work, "upload.b")
+        with open(fn, "wb") as f:
+            f.write(up_body)
+        w, hdrs, body, err = curl(spec.ports, flag, path="/c/upload", work=work,
+                                  extra=["--data-binary", "@" + fn, "-H", "content-type: application/octet-stream"])
+        seen = up.last_seen("upload", spec.name)
+        R.check(w == [want, "200"] and seen is not None and seen["body"] == up_body,
+                f"{spec.name}: curl {proto}: a 3 MiB request body reaches the upstream intact",
+                f"curl -w {w} {err}; upstream got {sbs.show(seen['body']) if seen else None}")
+    # A slow reader: reads 64 KiB, stops for 1 s (Envoy's buffers fill up), then reads the rest.
+    # Keep-alive, so that Envoy's delayed_close_timeout (1 s after a connection: close response)
+    # plays no part; the response ends at its content-length.
+    want = len(BIG)
+    try:
+        c = TlsConn(spec.ports)
+        c.send(b"GET /c/big HTTP/1.1\r\nhost: test\r\n\r\n")
+        paused = []
+
+        def pause(got):
+            if not paused and len(got) > 65536:
+                paused.append(1)
+                time.sleep(1.0)
+
+        def enough(got):
+            i = got.find(b"\r\n\r\n")
+            if i < 0:
+                return None
+            m = re.search(rb"content-length: (\d+)", bytes(got[:i]), re.I)
+            return i + 4 + int(m.group(1)) if m else None
+        raw, end = c.read_all(pause=pause, limit_fn=enough)
+        c.close()
+        ok = http_status(raw) == 200 and raw.endswith(BIG)
+        detail = f"status {http_status(raw)}, {len(raw)} B (body {want} B), ended by {end}"
+    except (OSError, EOFError, ssl.SSLError) as e:
+        ok, detail = False, f"{e.__class__.__name__}: {e}"
+    R.check(ok, f"{spec.name}: a client that stops reading for 1 s after 64 KiB still gets all 4 MiB",
+            detail)
+
+
+def reload_case(env, tls, work):
+    """The module re-reads its certificate and key when the files change (issue item 3)."""
+    port = env.ports.get("mod_reload")
+    if port is None:
+        return
+    r = s_client(port, ["-tls1_3"])
+    before = r["subject"]
+    d = os.path.join(tls, "reload")
+    new = os.path.join(work, "reload-new")
+    os.makedirs(new, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-nodes", "-days", "2", "-subj", "/CN=reloaded.envoy-qat.test",
+                    "-newkey", "rsa:2048", "-keyout", os.path.join(new, "cert.key"),
+                    "-out", os.path.join(new, "cert.crt")], check=True, capture_output=True, timeout=60)
+    st0 = module_stats(env)
+    # Key first, then the certificate, each replaced by a rename (never a half-written file).
+    for f in ("cert.key", "cert.crt"):
+        shutil.copy(os.path.join(new, f), os.path.join(d, f + ".tmp"))
+        os.rename(os.path.join(d, f + ".tmp"), os.path.join(d, f))
+    deadline = time.monotonic() + 15
+    after = None
+    while time.monotonic() < deadline:
+        r = s_client(port, ["-tls1_3"])
+        after = r["subject"]
+        if after == "reloaded.envoy-qat.test" and r["status"] == 200:
+            break
+        time.sleep(0.5)
+    st1 = module_stats(env)
+    R.check(before == CERTS["rsa"][0] and after == "reloaded.envoy-qat.test" and r["status"] == 200,
+            "mod_reload: certificate and key files replaced: new handshakes get the new certificate",
+            f"subject before {before}, after {after}; {s_summary(r)}")
+    info(f"reload: tls_cert_reloads +{(stat(st1, 'tls_cert_reloads') or 0) - (stat(st0, 'tls_cert_reloads') or 0)}, "
+         f"tls_cert_reload_failures +{(stat(st1, 'tls_cert_reload_failures') or 0) - (stat(st0, 'tls_cert_reload_failures') or 0)}")
 
 
 def main_section(args, work, tls, up):
@@ -655,7 +877,10 @@ def main_section(args, work, tls, up):
         for s in specs:
             openssl_cases(s)
             curl_cases(s, work)
+            data_cases(s, work, up)
             h2load_cases(s, env)
+        halfclose_cases(specs)
+        reload_case(env, tls, work)
         st = module_stats(env)
         if not args.envoy_only:
             info("module stats: " + (", ".join(f"{k}={v}" for k, v in sorted(st.items())) or "none found"))
@@ -1104,6 +1329,8 @@ def main():
         up = sbs.Upstream()
         up.cases["hello"] = {"headers": [("content-type", "text/plain")], "body": BODY}
         up.cases["page"] = {"headers": [("content-type", "text/html")], "body": PAGE}
+        up.cases["big"] = {"headers": [("content-type", "application/octet-stream")], "body": BIG}
+        up.cases["upload"] = {"headers": [("content-type", "text/plain")], "body": b"ok\n"}
         for sec, fn in (("main", main_section), ("resets", resets_section), ("faults", faults_section),
                         ("nowake", nowake_section), ("validate", validate_section),
                         ("bootstrap", bootstrap_section)):
