@@ -239,9 +239,20 @@ impl ProviderConfig {
 
     /// Build the engine these settings describe.
     pub fn build_engine(&self) -> Result<Engine, ConfigError> {
+        self.build_engine_with(None)
+    }
+
+    /// [`ProviderConfig::build_engine`] with another software backend in place of the
+    /// pure-Rust one, both as the `soft` choice and as the per-operation fallback (the
+    /// dynamic module passes its BoringSSL backend).
+    pub fn build_engine_with(
+        &self,
+        software: Option<Arc<dyn Backend>>,
+    ) -> Result<Engine, ConfigError> {
         self.validate()?;
+        let soft = || software.clone().unwrap_or_else(|| self.soft());
         let (primary, fallback): (Arc<dyn Backend>, Option<Arc<dyn Backend>>) = match self.backend {
-            BackendChoice::Soft => (self.soft(), None),
+            BackendChoice::Soft => (soft(), None),
             BackendChoice::Noop => (Arc::new(backend::noop::NoopBackend::new()), None),
             BackendChoice::Auto => match self.qat() {
                 Ok(qat) => {
@@ -252,11 +263,11 @@ impl ProviderConfig {
                         qat.inventory(),
                         if self.software_fallback { "on" } else { "off" }
                     );
-                    (Arc::new(qat), self.software_fallback.then(|| self.soft()))
+                    (Arc::new(qat), self.software_fallback.then(|| soft()))
                 }
                 Err(reason) => {
                     tracing::info!("private-key backend: software (QAT unavailable: {reason})");
-                    (self.soft(), None)
+                    (soft(), None)
                 }
             },
             BackendChoice::Qat => match self.qat() {
@@ -268,7 +279,7 @@ impl ProviderConfig {
                         qat.inventory(),
                         if self.software_fallback { "on" } else { "off" }
                     );
-                    (Arc::new(qat), self.software_fallback.then(|| self.soft()))
+                    (Arc::new(qat), self.software_fallback.then(|| soft()))
                 }
                 Err(reason) if self.software_fallback => {
                     tracing::warn!(
@@ -276,7 +287,7 @@ impl ProviderConfig {
                     );
                     (
                         Arc::new(backend::qat::UnavailableQat::new(reason)),
-                        Some(self.soft()),
+                        Some(soft()),
                     )
                 }
                 Err(reason) => {

@@ -84,6 +84,39 @@ pub struct ModuleHttpHeader {
 pub type FilterEnvoyPtr = *mut c_void;
 pub type ConfigEnvoyPtr = *mut c_void;
 pub type SchedulerPtr = *mut c_void;
+/// `envoy_dynamic_module_type_transport_socket_envoy_ptr`.
+pub type SocketEnvoyPtr = *mut c_void;
+
+/// `envoy_dynamic_module_type_transport_socket_io_status` (1.40: Success, Again, Error).
+pub mod io_status {
+    pub const SUCCESS: u32 = 0;
+    pub const AGAIN: u32 = 1;
+}
+
+/// `envoy_dynamic_module_type_network_connection_event` (Envoy's `ConnectionEvent`).
+pub mod connection_event {
+    pub const CONNECTED: u32 = 2;
+}
+
+/// `envoy_dynamic_module_type_transport_socket_post_io_action`.
+pub mod post_io_action {
+    pub const KEEP_OPEN: u32 = 0;
+    pub const CLOSE: u32 = 1;
+}
+
+/// `envoy_dynamic_module_type_on_network_filter_data_status`.
+pub mod network_status {
+    pub const CONTINUE: u32 = 0;
+}
+
+/// `envoy_dynamic_module_type_transport_socket_io_result` (`Network::IoResult`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoResult {
+    pub action: u32,
+    pub bytes_processed: u64,
+    pub end_stream_read: bool,
+}
 
 /// `envoy_dynamic_module_type_http_header_type`.
 pub mod header_type {
@@ -185,6 +218,27 @@ callbacks! {
     http_filter_scheduler_delete: fn(SchedulerPtr);
     http_filter_config_define_counter: fn(ConfigEnvoyPtr, ModuleBuffer, *mut ModuleBuffer, usize, *mut usize) -> u32;
     http_filter_increment_counter: fn(FilterEnvoyPtr, usize, *mut ModuleBuffer, usize, u64) -> u32;
+    // Transport socket (module/src/tls): argument registers read from the 1.40 binary.
+    transport_socket_io_read: fn(SocketEnvoyPtr, *mut c_char, usize, *mut usize) -> u32;
+    transport_socket_io_write: fn(SocketEnvoyPtr, *const c_char, usize, *mut usize) -> u32;
+    transport_socket_read_buffer_add: fn(SocketEnvoyPtr, *const c_char, usize);
+    transport_socket_write_buffer_length: fn(SocketEnvoyPtr) -> usize;
+    transport_socket_write_buffer_get_slices: fn(SocketEnvoyPtr, *mut EnvoyBuffer, *mut usize);
+    transport_socket_write_buffer_drain: fn(SocketEnvoyPtr, usize);
+    transport_socket_raise_event: fn(SocketEnvoyPtr, u32);
+    transport_socket_should_drain_read_buffer: fn(SocketEnvoyPtr) -> bool;
+    transport_socket_set_is_readable: fn(SocketEnvoyPtr);
+    transport_socket_flush_write_buffer: fn(SocketEnvoyPtr);
+    transport_socket_get_connection_id: fn(SocketEnvoyPtr, *mut u64) -> bool;
+    // Network filter (the `tls_wake` filter): its scheduler and config-level stats.
+    network_filter_get_connection_id: fn(FilterEnvoyPtr) -> u64;
+    network_filter_scheduler_new: fn(FilterEnvoyPtr) -> SchedulerPtr;
+    network_filter_scheduler_commit: fn(SchedulerPtr, u64);
+    network_filter_scheduler_delete: fn(SchedulerPtr);
+    network_filter_config_define_counter: fn(ConfigEnvoyPtr, ModuleBuffer, *mut usize) -> u32;
+    network_filter_config_define_gauge: fn(ConfigEnvoyPtr, ModuleBuffer, *mut usize) -> u32;
+    network_filter_config_increment_counter: fn(ConfigEnvoyPtr, usize, u64) -> u32;
+    network_filter_config_set_gauge: fn(ConfigEnvoyPtr, usize, u64) -> u32;
 }
 
 static API: OnceLock<Result<Api, String>> = OnceLock::new();

@@ -72,14 +72,14 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-fn err(field: &str, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn err(field: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.to_string(),
         problem: problem.into(),
     }
 }
 
-fn parse_object(text: &[u8]) -> Result<Map<String, Value>, ConfigError> {
+pub(crate) fn parse_object(text: &[u8]) -> Result<Map<String, Value>, ConfigError> {
     let text = std::str::from_utf8(text).map_err(|_| err("filter_config", "not UTF-8"))?;
     if text.trim().is_empty() {
         return Ok(Map::new());
@@ -95,7 +95,7 @@ fn parse_object(text: &[u8]) -> Result<Map<String, Value>, ConfigError> {
 }
 
 /// Accept a number, a numeric string, or `{"value": N}` (proto3 JSON wrappers).
-fn uint(field: &str, v: &Value, lo: u64, hi: u64) -> Result<u64, ConfigError> {
+pub(crate) fn uint(field: &str, v: &Value, lo: u64, hi: u64) -> Result<u64, ConfigError> {
     let inner = match v {
         Value::Object(m) if m.len() == 1 && m.contains_key("value") => &m["value"],
         other => other,
@@ -115,7 +115,7 @@ fn uint(field: &str, v: &Value, lo: u64, hi: u64) -> Result<u64, ConfigError> {
     Ok(n)
 }
 
-fn boolean(field: &str, v: &Value) -> Result<bool, ConfigError> {
+pub(crate) fn boolean(field: &str, v: &Value) -> Result<bool, ConfigError> {
     v.as_bool()
         .ok_or_else(|| err(field, format!("{v}: expected true or false")))
 }

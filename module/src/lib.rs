@@ -17,6 +17,7 @@ pub mod compressor;
 pub mod config;
 pub mod decompressor;
 pub mod envoy;
+pub mod tls;
 pub mod worker;
 
 use std::ffi::{c_char, c_void};
@@ -42,7 +43,7 @@ enum Filter {
 }
 
 /// Run a hook, turning a panic into `on_panic`'s value (and a log line).
-fn guard<T>(hook: &str, on_panic: T, f: impl FnOnce() -> T) -> T {
+pub(crate) fn guard<T>(hook: &str, on_panic: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(p) => {

@@ -116,9 +116,14 @@ enum SlotState {
     Cancelled,
 }
 
+/// Called once when the result is ready, off the caller's thread (see
+/// [`Engine::submit_notify`]).
+pub type Notify = Box<dyn FnOnce() + Send>;
+
 struct SlotInner {
     state: SlotState,
     fd: Option<OwnedFd>,
+    notify: Option<Notify>,
 }
 
 /// One operation in flight: the completion sink of its backend job.
@@ -231,6 +236,32 @@ impl Engine {
         op: Operation,
         input: &[u8],
     ) -> Result<Pending, EngineError> {
+        self.submit_inner(key, op, input, None)
+    }
+
+    /// [`Engine::submit`], and call `notify` once when the result is ready (on the thread
+    /// that completes it: a backend worker or the poll thread), right after the fd is
+    /// signalled. For event loops that cannot watch an fd (an Envoy dynamic module wakes
+    /// its connection through Envoy's scheduler instead). Not called for an operation
+    /// cancelled first (its [`Pending`] dropped), nor when `submit_notify` returns Err.
+    /// `notify` must not block: it runs where other completions wait.
+    pub fn submit_notify(
+        &self,
+        key: &Arc<PrivateKey>,
+        op: Operation,
+        input: &[u8],
+        notify: Notify,
+    ) -> Result<Pending, EngineError> {
+        self.submit_inner(key, op, input, Some(notify))
+    }
+
+    fn submit_inner(
+        &self,
+        key: &Arc<PrivateKey>,
+        op: Operation,
+        input: &[u8],
+        notify: Option<Notify>,
+    ) -> Result<Pending, EngineError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(EngineError::Shutdown);
@@ -261,6 +292,7 @@ impl Engine {
             inner: Mutex::new(SlotInner {
                 state: SlotState::Waiting,
                 fd: Some(fd),
+                notify,
             }),
             engine: Arc::downgrade(inner),
         });
@@ -434,6 +466,7 @@ impl Inner {
         let mut g = lock(&slot.inner);
         g.state = SlotState::Cancelled;
         g.fd = None;
+        g.notify = None;
     }
 
     /// End an operation exactly once: the first call wins, later ones do nothing.
@@ -457,11 +490,18 @@ impl Inner {
         // that sees in_flight == 0 sees every outcome counted, and a caller holding its
         // result never sees its own operation still in flight.
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if waiting {
+        let notify = if waiting {
             g.state = SlotState::Ready(result);
             if let Some(fd) = &g.fd {
                 signal(fd);
             }
+            g.notify.take()
+        } else {
+            None
+        };
+        drop(g);
+        if let Some(notify) = notify {
+            notify();
         }
     }
 }
@@ -597,13 +637,16 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let (cancelled_now, fd, signalled) = {
+        let (cancelled_now, fd, signalled, _notify) = {
             let mut g = lock(&self.slot.inner);
             let was_waiting = matches!(g.state, SlotState::Waiting);
             let signalled = matches!(g.state, SlotState::Ready(_));
             g.state = SlotState::Cancelled;
+            // Under the lock: no completion can notify afterwards (the closure is
+            // dropped below, outside the lock).
+            let notify = g.notify.take();
             // Take the fd out under the lock: no completion can signal it afterwards.
-            (was_waiting, g.fd.take(), signalled)
+            (was_waiting, g.fd.take(), signalled, notify)
         };
         if let Some(engine) = self.slot.engine.upgrade() {
             if cancelled_now {
