@@ -1312,11 +1312,11 @@ def validate_section(args, work, tls, up):
         errs = [l for l in log.splitlines() if re.search(r"\]\[(error|critical)\]", l)]
         if field:
             R.check(rc not in (0, "timeout") and bool(named),
-                    f"transport_socket_config with a {what} is refused at load, the log names {field!r}",
+                    f"transport_socket_config ({what}) is refused at load, the log names {field!r}",
                     f"exit {rc}:\n{sbs.interesting(log)}")
         else:
             R.check(rc not in (0, "timeout") and bool(errs),
-                    f"transport_socket_config with a {what} is refused at load with an error line",
+                    f"transport_socket_config ({what}) is refused at load with an error line",
                     f"exit {rc}:\n{sbs.interesting(log)}")
         if VERBOSE:
             print("    " + ((named or errs or ["(no line)"])[-1])[:300])
