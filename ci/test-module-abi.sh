@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The dynamic module against the stock Envoy 1.40 binary we ship configs for, at the
 # symbol level: every callback the module calls is exported by that Envoy; every hook that
-# Envoy looks up for an HTTP filter module is exported by the module; the module carries
-# no C++ runtime and no second TLS library; `envoy-qat check` loads it, reads its ABI
-# string and validates filter configs with its own parser (and refuses bad ones).
+# Envoy looks up for an HTTP filter, a transport socket and the tls_wake network filter is
+# exported by the module; the module shares no TLS library with Envoy (its BoringSSL is
+# static and private) and exports nothing but its hooks; `envoy-qat check` loads it, reads
+# its ABI string and validates filter configs with its own parser (and refuses bad ones).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -43,17 +44,40 @@ missing=$(comm -23 "$t/hooks" "$t/module-exports")
 [[ -z "$missing" ]] || fail "hooks Envoy 1.40 looks up that the module does not export: $missing"
 pass "the module exports all $n HTTP filter hooks Envoy 1.40 looks up"
 # The check command's own list is the same set.
-grep -oE '"envoy_dynamic_module_on_[a-z_]+"' src/check/module.rs | tr -d '"' | sort -u > "$t/check-hooks"
+grep -oE '"envoy_dynamic_module_on_(program_init|http_filter_[a-z_]+)"' src/check/module.rs | tr -d '"' | sort -u > "$t/check-hooks"
 cmp -s "$t/hooks" "$t/check-hooks" || fail "src/check/module.rs ENVOY_140_HTTP_HOOKS differs from Envoy's: $(diff "$t/hooks" "$t/check-hooks" | head -5)"
 pass "envoy-qat check's hook list matches Envoy 1.40's"
 
-# 3. No C++ runtime, no TLS library inside Envoy.
+# 2b. The tls transport socket and the tls_wake network filter: every transport-socket hook
+# Envoy 1.40 looks up, and the network-filter hooks it requires (plus `scheduled`, which the
+# wake-up needs), are exported.
+strings -n 8 "$envoy_bin" | grep -xE 'envoy_dynamic_module_on_transport_socket_[a-z_]+' | sort -u > "$t/ts-hooks"
+n=$(wc -l < "$t/ts-hooks")
+[[ $n -ge 12 ]] || fail "found only $n transport socket hook names in Envoy"
+missing=$(comm -23 "$t/ts-hooks" "$t/module-exports")
+[[ -z "$missing" ]] || fail "transport socket hooks Envoy 1.40 looks up that the module does not export: $missing"
+strings -n 8 "$envoy_bin" > "$t/envoy-strings"
+for h in config_new config_destroy new new_connection read write event destroy scheduled; do
+  grep -qx "envoy_dynamic_module_on_network_filter_$h" "$t/module-exports" || fail "the module does not export envoy_dynamic_module_on_network_filter_$h"
+  grep -q "envoy_dynamic_module_on_network_filter_$h" "$t/envoy-strings" || fail "Envoy 1.40 has no envoy_dynamic_module_on_network_filter_$h"
+done
+pass "the module exports all $n transport socket hooks and the 9 network filter hooks tls_wake needs"
+grep -oE '"envoy_dynamic_module_on_transport_socket_[a-z_]+"' src/check/module.rs | tr -d '"' | sort -u > "$t/check-ts-hooks"
+cmp -s "$t/ts-hooks" "$t/check-ts-hooks" || fail "src/check/module.rs ENVOY_140_TRANSPORT_SOCKET_HOOKS differs from Envoy's: $(diff "$t/ts-hooks" "$t/check-ts-hooks" | head -5)"
+
+# 3. No TLS library shared with Envoy, no QAT library linked: BoringSSL (the tls socket's)
+# is linked statically and none of its symbols is exported or imported. libstdc++ is the
+# C++ runtime of BoringSSL's libssl (a few exception paths); Envoy links libc++ statically,
+# and the two do not share symbols.
 needed=$(readelf -d "$so" | awk '/NEEDED/{print $5}' | tr -d '[]' | tr '\n' ' ')
-for bad in libstdc++ libssl libcrypto libqat libqatzip; do
+for bad in libssl libcrypto libqat libqatzip libc++; do
   [[ "$needed" != *"$bad"* ]] || fail "the module needs $bad ($needed)"
 done
-! nm -D --undefined-only "$so" | grep -qE ' (SSL_|EVP_|_ZNSt|_ZSt|__cxa_(throw|begin_catch|allocate))' || fail "the module imports C++ or TLS symbols"
-pass "module needs only: $needed"
+! nm -D --undefined-only "$so" | grep -qE ' (SSL_|EVP_|BIO_|RSA_|EC_KEY_|X509_)' || fail "the module imports TLS symbols"
+! nm -D --defined-only "$so" | grep -qE ' (SSL_|EVP_|BIO_|RSA_|EC_KEY_|X509_|OPENSSL_)' || fail "the module exports BoringSSL symbols (they must stay private)"
+exported=$(nm -D --defined-only "$so" | awk '{print $3}' | grep -vcE '^(envoy_dynamic_module_on_|envoy_qat_module_)' || true)
+[[ "$exported" -eq 0 ]] || fail "the module exports $exported symbols besides its hooks: $(nm -D --defined-only "$so" | awk '{print $3}' | grep -vE '^(envoy_dynamic_module_on_|envoy_qat_module_)' | head -5)"
+pass "module needs only: $needed; exports only its hooks; BoringSSL stays private"
 
 # 4. envoy-qat check: loads the module, reads its ABI string, validates configs with it.
 bin="$target/envoy-qat"
@@ -93,4 +117,46 @@ grep -q "ENVOY_DYNAMIC_MODULES_SEARCH_PATH is not set" "$t/out" || fail "check w
 ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$t" "$bin" check --envoy-config "$t/cfg.yaml" > "$t/out" 2>&1 || true
 grep -q "libenvoy_qat_module.so does not exist" "$t/out" || fail "check with a wrong search path: $(cat "$t/out")"
 pass "check finds the module on the search path and says when it cannot"
+# 5. The tls transport socket: check reads the certificate and key through the module and
+# wants tls_wake first in the chain.
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$t/k.pem" -out "$t/c.pem" -days 2 -subj /CN=t 2>/dev/null
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$t/k2.pem" -out "$t/c2.pem" -days 2 -subj /CN=t 2>/dev/null
+mkts() { # first filter name, key file
+  cat > "$t/ts.yaml" <<YAML
+static_resources:
+  listeners:
+  - filter_chains:
+    - filters:
+      - name: envoy.filters.network.dynamic_modules
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter
+          dynamic_module_config: {name: envoy_qat_module}
+          filter_name: $1
+      transport_socket:
+        name: envoy.transport_sockets.dynamic_modules
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.dynamic_modules.v3.DynamicModuleTransportSocket
+          dynamic_module_config: {name: envoy_qat_module}
+          transport_socket_name: tls
+          transport_socket_config:
+            "@type": type.googleapis.com/google.protobuf.StringValue
+            value: '{"common_tls_context": {"tls_certificates": [{"certificate_chain": {"filename": "$t/c.pem"}, "private_key": {"filename": "$2"}}]}}'
+YAML
+}
+mkts tls_wake "$t/k.pem"
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$target" "$bin" check --envoy-config "$t/ts.yaml" > "$t/out" 2>&1 || true
+grep -q "(tls): loads, exports every hook Envoy 1.40 requires of a transport socket, config valid" "$t/out" || fail "check did not pass a tls socket config: $(cat "$t/out")"
+grep -q "(tls_wake): loads, exports every hook Envoy 1.40 requires of a network filter, config valid" "$t/out" || fail "check did not pass tls_wake: $(cat "$t/out")"
+grep -q "tls transport socket with tls_wake first in the chain" "$t/out" || fail "check did not see tls_wake: $(cat "$t/out")"
+pass "check passes a tls socket with tls_wake"
+mkts tls_wake "$t/k2.pem"
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$target" "$bin" check --envoy-config "$t/ts.yaml" > "$t/out" 2>&1 || true
+grep -q "is not the key of the certificate" "$t/out" || fail "check did not catch a key that does not match: $(cat "$t/out")"
+mkts tls_wake "$t/missing.pem"
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$target" "$bin" check --envoy-config "$t/ts.yaml" > "$t/out" 2>&1 || true
+grep -q "cannot read $t/missing.pem" "$t/out" || fail "check did not name the missing key file: $(cat "$t/out")"
+mkts compressor "$t/k.pem"
+ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$target" "$bin" check --envoy-config "$t/ts.yaml" > "$t/out" 2>&1 || true
+grep -q "without the tls_wake network filter first" "$t/out" || fail "check did not want tls_wake: $(cat "$t/out")"
+pass "check names a mismatched key, a missing key file and a missing tls_wake"
 echo "test-module-abi: all passed"

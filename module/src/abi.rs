@@ -230,6 +230,7 @@ callbacks! {
     transport_socket_set_is_readable: fn(SocketEnvoyPtr);
     transport_socket_flush_write_buffer: fn(SocketEnvoyPtr);
     transport_socket_get_connection_id: fn(SocketEnvoyPtr, *mut u64) -> bool;
+    transport_socket_get_fd: fn(SocketEnvoyPtr) -> i32;
     // Network filter (the `tls_wake` filter): its scheduler and config-level stats.
     network_filter_get_connection_id: fn(FilterEnvoyPtr) -> u64;
     network_filter_scheduler_new: fn(FilterEnvoyPtr) -> SchedulerPtr;

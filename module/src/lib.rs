@@ -482,10 +482,21 @@ pub unsafe extern "C" fn envoy_qat_module_check_config(
         let r = match name {
             b"compressor" => config::CompressorFilterConfig::parse(text).map(|_| ()),
             b"decompressor" => config::DecompressorFilterConfig::parse(text).map(|_| ()),
+            b"tls" => tls::factory_from_config(name, text, false, true)
+                .map(|_| ())
+                .map_err(|e| config::ConfigError {
+                    field: "transport_socket_config".into(),
+                    problem: e,
+                }),
+            b"tls_wake" if text.iter().all(u8::is_ascii_whitespace) || text == b"{}" => Ok(()),
+            b"tls_wake" => Err(config::ConfigError {
+                field: "filter_config".into(),
+                problem: "tls_wake takes no config; remove filter_config".into(),
+            }),
             other => Err(config::ConfigError {
                 field: "filter_name".into(),
                 problem: format!(
-                    "{:?}: the envoy-qat module has \"compressor\" and \"decompressor\"",
+                    "{:?}: the envoy-qat module has the HTTP filters \"compressor\" and \"decompressor\", the network filter \"tls_wake\" and the transport socket \"tls\"",
                     String::from_utf8_lossy(other)
                 ),
             }),

@@ -411,10 +411,48 @@ fn check_tls_certificate(obj: &Map<String, Value>, at: &str) -> Option<Finding> 
     })
 }
 
+/// A filter chain whose transport socket is the module's `tls` needs the module's
+/// `tls_wake` network filter first in its filters: without it private-key operations
+/// cannot resume the handshake asynchronously (the module then does them inline).
+fn check_tls_wake(chain: &Value, at: &str) -> Option<Finding> {
+    let ts = chain.pointer("/transport_socket/typed_config")?;
+    if type_of(ts) != Some(super::module::DYNAMIC_MODULE_TRANSPORT_SOCKET_TYPE)
+        || ts.get("transport_socket_name").and_then(Value::as_str) != Some("tls")
+    {
+        return None;
+    }
+    let first = chain.pointer("/filters/0/typed_config");
+    let is_wake = first.is_some_and(|f| {
+        type_of(f) == Some(super::module::DYNAMIC_MODULE_NETWORK_FILTER_TYPE)
+            && f.get("filter_name").and_then(Value::as_str) == Some("tls_wake")
+    });
+    Some(if is_wake {
+        Finding::pass(
+            CHECK,
+            format!("{at}: tls transport socket with tls_wake first in the chain"),
+        )
+    } else {
+        Finding::fail(
+            CHECK,
+            format!("{at}: tls transport socket without the tls_wake network filter first in filters"),
+            "add envoy.filters.network.dynamic_modules with filter_name: tls_wake (same dynamic_module_config) as the chain's first filter",
+        )
+    })
+}
+
 fn walk(v: &Value, at: &str, source: &str, out: &mut Vec<Finding>, found: &mut usize) {
     match v {
         Value::Object(obj) => {
             let here = if at.is_empty() { "(root)" } else { at };
+            if let Some(Value::Array(chains)) = obj.get("filter_chains") {
+                for (i, chain) in chains.iter().enumerate() {
+                    if let Some(f) =
+                        check_tls_wake(chain, &format!("{source} {here}.filter_chains[{i}]"))
+                    {
+                        out.push(f);
+                    }
+                }
+            }
             if obj.contains_key("private_key_provider") {
                 if let Some(f) = check_tls_certificate(obj, &format!("{source} {here}")) {
                     out.push(f);
@@ -445,9 +483,10 @@ fn walk(v: &Value, at: &str, source: &str, out: &mut Vec<Finding>, found: &mut u
                         ),
                     });
                 }
-                Some(super::module::DYNAMIC_MODULE_FILTER_TYPE) => {
+                Some(t) if super::module::ModuleKind::of_type(t).is_some() => {
                     *found += 1;
-                    out.push(match super::module::check_dynamic_module_filter(v) {
+                    let kind = super::module::ModuleKind::of_type(t).expect("checked");
+                    out.push(match super::module::check_dynamic_module(v, kind) {
                         Ok(s) => Finding::pass(CHECK, format!("{source} {here}: {s}")),
                         Err(e) => {
                             let (msg, fix) = e

@@ -1,8 +1,9 @@
-//! `envoy-qat check --envoy-config FILE` for Envoy dynamic modules: every
-//! `envoy.filters.http.dynamic_modules` filter in the config names a module that exists on
-//! Envoy's search path, loads, exports every hook Envoy 1.40 looks up for an HTTP filter,
-//! and, when it is envoy-qat's module, speaks Envoy 1.40's ABI and accepts the filter's
-//! `filter_name` and `filter_config` (checked by the module's own parser, in the `.so`).
+//! `envoy-qat check --envoy-config FILE` for Envoy dynamic modules: every dynamic-module
+//! HTTP filter, network filter and transport socket in the config names a module that
+//! exists on Envoy's search path, loads, exports every hook Envoy 1.40 looks up for that
+//! kind, and, when it is envoy-qat's module, speaks Envoy 1.40's ABI and accepts the name
+//! and config (checked by the module's own code, in the `.so`: for the `tls` socket this
+//! reads the certificate and key and checks that they match).
 
 use std::ffi::{c_char, CStr};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,94 @@ use serde_json::Value;
 /// `@type` of Envoy's dynamic-module HTTP filter config.
 pub const DYNAMIC_MODULE_FILTER_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
+
+/// `@type` of Envoy's dynamic-module network filter config (the `tls_wake` filter).
+pub const DYNAMIC_MODULE_NETWORK_FILTER_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter";
+
+/// `@type` of Envoy's dynamic-module transport socket config (the `tls` socket).
+pub const DYNAMIC_MODULE_TRANSPORT_SOCKET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.dynamic_modules.v3.DynamicModuleTransportSocket";
+
+/// What a dynamic-module config plugs into Envoy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleKind {
+    HttpFilter,
+    NetworkFilter,
+    TransportSocket,
+}
+
+impl ModuleKind {
+    /// The kind of a typed config's `@type`, if it is a dynamic-module one.
+    pub fn of_type(t: &str) -> Option<Self> {
+        match t {
+            DYNAMIC_MODULE_FILTER_TYPE => Some(ModuleKind::HttpFilter),
+            DYNAMIC_MODULE_NETWORK_FILTER_TYPE => Some(ModuleKind::NetworkFilter),
+            DYNAMIC_MODULE_TRANSPORT_SOCKET_TYPE => Some(ModuleKind::TransportSocket),
+            _ => None,
+        }
+    }
+
+    fn name_field(self) -> &'static str {
+        match self {
+            ModuleKind::TransportSocket => "transport_socket_name",
+            _ => "filter_name",
+        }
+    }
+
+    fn config_field(self) -> &'static str {
+        match self {
+            ModuleKind::TransportSocket => "transport_socket_config",
+            _ => "filter_config",
+        }
+    }
+
+    fn hooks(self) -> &'static [&'static str] {
+        match self {
+            ModuleKind::HttpFilter => ENVOY_140_HTTP_HOOKS,
+            ModuleKind::NetworkFilter => ENVOY_140_NETWORK_HOOKS,
+            ModuleKind::TransportSocket => ENVOY_140_TRANSPORT_SOCKET_HOOKS,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            ModuleKind::HttpFilter => "an HTTP filter",
+            ModuleKind::NetworkFilter => "a network filter",
+            ModuleKind::TransportSocket => "a transport socket",
+        }
+    }
+}
+
+/// The hooks Envoy 1.40.0 requires of a transport-socket module (every
+/// `envoy_dynamic_module_on_transport_socket_*` name in its binary).
+pub const ENVOY_140_TRANSPORT_SOCKET_HOOKS: &[&str] = &[
+    "envoy_dynamic_module_on_transport_socket_can_flush_close",
+    "envoy_dynamic_module_on_transport_socket_close",
+    "envoy_dynamic_module_on_transport_socket_destroy",
+    "envoy_dynamic_module_on_transport_socket_do_read",
+    "envoy_dynamic_module_on_transport_socket_do_write",
+    "envoy_dynamic_module_on_transport_socket_factory_config_destroy",
+    "envoy_dynamic_module_on_transport_socket_factory_config_new",
+    "envoy_dynamic_module_on_transport_socket_get_failure_reason",
+    "envoy_dynamic_module_on_transport_socket_get_protocol",
+    "envoy_dynamic_module_on_transport_socket_new",
+    "envoy_dynamic_module_on_transport_socket_on_connected",
+    "envoy_dynamic_module_on_transport_socket_set_callbacks",
+    "envoy_dynamic_module_on_transport_socket_start_secure_transport",
+];
+
+/// The network-filter hooks Envoy 1.40.0 requires (the others are optional).
+pub const ENVOY_140_NETWORK_HOOKS: &[&str] = &[
+    "envoy_dynamic_module_on_network_filter_config_new",
+    "envoy_dynamic_module_on_network_filter_config_destroy",
+    "envoy_dynamic_module_on_network_filter_new",
+    "envoy_dynamic_module_on_network_filter_new_connection",
+    "envoy_dynamic_module_on_network_filter_read",
+    "envoy_dynamic_module_on_network_filter_write",
+    "envoy_dynamic_module_on_network_filter_event",
+    "envoy_dynamic_module_on_network_filter_destroy",
+];
 
 /// The environment variable Envoy finds `lib<name>.so` through.
 pub const SEARCH_PATH_ENV: &str = "ENVOY_DYNAMIC_MODULES_SEARCH_PATH";
@@ -58,7 +147,7 @@ pub const ENVOY_140_HTTP_HOOKS: &[&str] = &[
 
 /// The filter config text Envoy hands the module: a StringValue's or BytesValue's
 /// bytes, a Struct's JSON.
-fn filter_config_text(fc: Option<&Value>) -> Result<Vec<u8>, String> {
+fn filter_config_text(fc: Option<&Value>, field: &str) -> Result<Vec<u8>, String> {
     let Some(fc) = fc else {
         return Ok(Vec::new());
     };
@@ -72,12 +161,12 @@ fn filter_config_text(fc: Option<&Value>) -> Result<Vec<u8>, String> {
             .to_vec()),
         "google.protobuf.BytesValue" => base64::engine::general_purpose::STANDARD
             .decode(value.and_then(Value::as_str).unwrap_or_default())
-            .map_err(|e| format!("filter_config: BytesValue value is not base64: {e}")),
+            .map_err(|e| format!("{field}: BytesValue value is not base64: {e}")),
         "google.protobuf.Struct" => Ok(value
             .map(|v| v.to_string().into_bytes())
             .unwrap_or_else(|| b"{}".to_vec())),
         other => Err(format!(
-            "filter_config: @type {other:?}: use google.protobuf.StringValue (JSON text) or google.protobuf.Struct"
+            "{field}: @type {other:?}: use google.protobuf.StringValue (JSON text) or google.protobuf.Struct"
         )),
     }
 }
@@ -107,8 +196,14 @@ pub fn locate(name: &str) -> Result<PathBuf, String> {
 /// Check one DynamicModuleFilter typed config. Ok: a one-line summary; Err: the problem,
 /// then a newline and the fix.
 pub fn check_dynamic_module_filter(tc: &Value) -> Result<String, String> {
+    check_dynamic_module(tc, ModuleKind::HttpFilter)
+}
+
+/// Check one dynamic-module typed config (HTTP filter, network filter or transport
+/// socket). Ok: a one-line summary; Err: the problem, then a newline and the fix.
+pub fn check_dynamic_module(tc: &Value, kind: ModuleKind) -> Result<String, String> {
     let dmc = tc.get("dynamic_module_config").ok_or(
-        "DynamicModuleFilter without dynamic_module_config\nadd dynamic_module_config: {name: <module>}",
+        "dynamic module config without dynamic_module_config\nadd dynamic_module_config: {name: <module>}",
     )?;
     let local = dmc
         .pointer("/module/local/filename")
@@ -119,11 +214,16 @@ pub fn check_dynamic_module_filter(tc: &Value) -> Result<String, String> {
         return Err("dynamic_module_config has neither name nor module.local.filename\nname the module: lib<name>.so on the search path".into());
     }
     let filter_name = tc
-        .get("filter_name")
+        .get(kind.name_field())
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let config = filter_config_text(tc.get("filter_config"))
-        .map_err(|e| format!("{e}\nwrite filter_config as a StringValue holding JSON"))?;
+    let config =
+        filter_config_text(tc.get(kind.config_field()), kind.config_field()).map_err(|e| {
+            format!(
+                "{e}\nwrite {} as a StringValue holding JSON",
+                kind.config_field()
+            )
+        })?;
     let path = match local {
         Some(p) if p.is_file() => p,
         Some(p) => {
@@ -143,7 +243,8 @@ pub fn check_dynamic_module_filter(tc: &Value) -> Result<String, String> {
             path.display()
         )
     })?;
-    let missing: Vec<&str> = ENVOY_140_HTTP_HOOKS
+    let missing: Vec<&str> = kind
+        .hooks()
         .iter()
         .copied()
         .filter(|h| {
@@ -153,8 +254,9 @@ pub fn check_dynamic_module_filter(tc: &Value) -> Result<String, String> {
         .collect();
     if !missing.is_empty() {
         return Err(format!(
-            "dynamic module {}: lacks hooks Envoy 1.40 requires: {}\nbuild the module against Envoy 1.40's ABI",
+            "dynamic module {}: lacks hooks Envoy 1.40 requires of {}: {}\nbuild the module against Envoy 1.40's ABI",
             path.display(),
+            kind.what(),
             missing.join(", ")
         ));
     }
@@ -164,8 +266,9 @@ pub fn check_dynamic_module_filter(tc: &Value) -> Result<String, String> {
         unsafe { lib.get::<unsafe extern "C" fn() -> *const c_char>(b"envoy_qat_module_info") };
     let Ok(info) = info else {
         return Ok(format!(
-            "dynamic module {} ({filter_name}): loads and exports every hook Envoy 1.40 requires (not envoy-qat's module: its config is not checked)",
-            path.display()
+            "dynamic module {} ({filter_name}): loads and exports every hook Envoy 1.40 requires of {} (not envoy-qat's module: its config is not checked)",
+            path.display(),
+            kind.what()
         ));
     };
     // SAFETY: see above: a static NUL-terminated string.
@@ -198,12 +301,14 @@ pub fn check_dynamic_module_filter(tc: &Value) -> Result<String, String> {
     if !ok {
         let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
         return Err(format!(
-            "envoy-qat module filter {filter_name:?}: {}\nfix the filter_config (README: \"Stock Envoy, no rebuild\" lists the fields and ranges)",
-            String::from_utf8_lossy(&err[..end])
+            "envoy-qat module {filter_name:?}: {}\nfix the {} (README: \"Stock Envoy, no rebuild\" lists the fields and ranges)",
+            String::from_utf8_lossy(&err[..end]),
+            kind.config_field()
         ));
     }
     Ok(format!(
-        "{info} at {} ({filter_name}): loads, exports every hook Envoy 1.40 requires, config valid",
-        path.display()
+        "{info} at {} ({filter_name}): loads, exports every hook Envoy 1.40 requires of {}, config valid",
+        path.display(),
+        kind.what()
     ))
 }

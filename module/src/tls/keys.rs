@@ -350,3 +350,99 @@ impl PrivateKeyMethod for EngineKeyMethod {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boring::sign::Verifier;
+    use envoy_qat::config::{BackendChoice, ProviderConfig};
+    use envoy_qat::key::KeyType;
+
+    fn pair(t: KeyType) -> KeyPair {
+        let k = PrivateKey::generate(t).unwrap();
+        let pem = k.to_pkcs8_pem().unwrap();
+        load_key(pem.as_bytes(), "test key").unwrap()
+    }
+
+    fn verify(p: &KeyPair, s: SignatureScheme, msg: &[u8], sig: &[u8]) -> bool {
+        let md = digest(s.hash());
+        let mut v = Verifier::new(md, &p.boring).unwrap();
+        if s.padding() == SchemePadding::Pss {
+            v.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+            v.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH).unwrap();
+            v.set_rsa_mgf1_md(md).unwrap();
+        }
+        v.verify_oneshot(sig, msg).unwrap_or(false)
+    }
+
+    /// BoringSSL inline and the engine on the BoringSSL backend make signatures BoringSSL
+    /// verifies, for every TLS scheme of each key type; raw RSA decryption round-trips.
+    #[test]
+    fn inline_and_engine_signatures_verify() {
+        let mut provider = ProviderConfig {
+            backend: BackendChoice::Soft,
+            ..ProviderConfig::default()
+        };
+        provider.soft_threads = 2;
+        let engine = provider
+            .build_engine_with(Some(Arc::new(BoringBackend::new(2))))
+            .unwrap();
+        assert_eq!(engine.backend_name(), "boringssl");
+        let msg = b"a TLS 1.3 CertificateVerify input, more or less";
+        for t in [
+            KeyType::Rsa { bits: 2048 },
+            KeyType::EcP256,
+            KeyType::EcP384,
+        ] {
+            let p = pair(t);
+            register(&p);
+            for s in SignatureScheme::for_key(t) {
+                if s.hash() == HashAlg::Md5Sha1 {
+                    continue;
+                }
+                let sig = boring_sign(&p.boring, s, msg).unwrap();
+                assert!(verify(&p, s, msg, &sig), "{t:?} {s} inline");
+                let sig = engine
+                    .submit(&p.core, Operation::Sign(s), msg)
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+                assert!(verify(&p, s, msg, &sig), "{t:?} {s} engine");
+            }
+        }
+        let p = pair(KeyType::Rsa { bits: 2048 });
+        register(&p);
+        let rsa = p.boring.rsa().unwrap();
+        let mut block = vec![0u8; 256];
+        block[1] = 2;
+        block[2..].fill(0x5a);
+        block[255] = 1;
+        let mut c = vec![0u8; 256];
+        rsa.public_encrypt(&block, &mut c, Padding::NONE).unwrap();
+        assert_eq!(boring_decrypt(&p.boring, &c).unwrap(), block);
+        let m = engine
+            .submit(&p.core, Operation::Decrypt, &c)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(m, block);
+        engine.shutdown();
+    }
+
+    /// A job on a key the backend does not know fails (the engine reports it), never
+    /// hangs or panics.
+    #[test]
+    fn unregistered_key_fails_cleanly() {
+        let engine = ProviderConfig {
+            backend: BackendChoice::Soft,
+            ..ProviderConfig::default()
+        }
+        .build_engine_with(Some(Arc::new(BoringBackend::new(1))))
+        .unwrap();
+        let k = Arc::new(PrivateKey::generate(KeyType::EcP256).unwrap());
+        let s = SignatureScheme::for_key(KeyType::EcP256)[0];
+        let e = engine.submit(&k, Operation::Sign(s), b"x").unwrap().wait();
+        assert!(e.unwrap_err().to_string().contains("not registered"));
+        engine.shutdown();
+    }
+}

@@ -445,6 +445,27 @@ impl TlsSocket {
         self.conn = Some(conn);
     }
 
+    /// Whether the peer closed or reset the connection (a peek at the fd, nothing read).
+    fn peer_gone(&self) -> bool {
+        let Some(api) = self.api() else { return false };
+        // SAFETY: the socket's Envoy pointer during one of its hooks.
+        let fd = unsafe { (api.transport_socket_get_fd)(self.envoy as SocketEnvoyPtr) };
+        if fd < 0 {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        // SAFETY: a 1-byte buffer we own; MSG_PEEK leaves the data for BoringSSL.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock)
+    }
+
     fn fail(&mut self, why: String) {
         if !self.failed && !self.handshake_done {
             stats::inc(Counter::HandshakeFailures);
@@ -505,9 +526,23 @@ impl TlsSocket {
                 Step::Done
             }
             Err(e) => match e.code() {
-                ErrorCode::WANT_READ
-                | ErrorCode::WANT_WRITE
-                | ErrorCode::WANT_PRIVATE_KEY_OPERATION => Step::Wait,
+                ErrorCode::WANT_PRIVATE_KEY_OPERATION => {
+                    // Envoy calls do_read when the peer closes or resets, but BoringSSL
+                    // does not read while a key operation is pending: look at the socket
+                    // ourselves, so a client gone mid-handshake cancels its operation now
+                    // instead of when the device answers.
+                    if self.peer_gone() {
+                        if let Some(c) = &self.conn {
+                            c.cancel();
+                        }
+                        self.fail(
+                            "peer closed while the private-key operation was in flight".into(),
+                        );
+                        return Step::Close;
+                    }
+                    Step::Wait
+                }
+                ErrorCode::WANT_READ | ErrorCode::WANT_WRITE => Step::Wait,
                 _ => {
                     let why = match (e.ssl_error(), e.io_error()) {
                         (Some(s), _) => s.to_string(),
