@@ -59,11 +59,9 @@ import re
 import shutil
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import yaml
@@ -504,16 +502,6 @@ def wait_for(pred, timeout=SETTLE_WAIT):
         if v[0] or time.monotonic() > deadline:
             return v
         time.sleep(0.2)
-
-
-def socket_fds(pid):
-    n = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass
-    return n
 
 
 def eventfds(pid):
