@@ -425,7 +425,7 @@ def h2load(port, n, c, h1_close=True, timeout=120, extra=(), host=None):
 # Stats, fds, sockets
 
 STAT_NAMES = ["tls_handshakes", "tls_handshake_failures", "tls_resumed", "tls_v1_2", "tls_v1_3", "tls_key_ops",
-              "tls_key_op_failovers", "tls_key_ops_cancelled", "tls_connections_open", "tls_key_ops_in_flight"]
+              "tls_key_op_failovers", "tls_key_ops_inline", "tls_key_ops_cancelled", "tls_connections_open", "tls_key_ops_in_flight"]
 
 
 def module_stats(env):
@@ -1147,7 +1147,8 @@ def faults_section(args, work, tls, up):
         Spec("f_rsa", True, [chain("f_rsa", module_ts(tls_context(tls, "rsa"), ENGINE_QAT), True)]),
         Spec("f_ecdsa", True, [chain("f_ecdsa", module_ts(tls_context(tls, "ecdsa"), ENGINE_QAT), True)], key="ec"),
         # The engine without its own software fallback: a failed device operation comes back to
-        # the module, which redoes it inline with BoringSSL (counted in tls_key_op_failovers).
+        # the module, which redoes it inline with BoringSSL (tls_key_ops_inline; every failover,
+        # the engine's and the inline ones, is in tls_key_op_failovers).
         Spec("f_nofb", True, [chain("f_nofb", module_ts(tls_context(tls, "rsa"), dict(ENGINE_QAT, software_fallback=False)),
                                     True)]),
     ]
@@ -1178,6 +1179,9 @@ def faults_section(args, work, tls, up):
             seen = {k: log.count(k) for k in ("out of rotation", "restarting", "failed", "inline with BoringSSL")}
             R.check(d["tls_key_op_failovers"] > 0, f"faults: {s.name}: tls_key_op_failovers moved",
                     f"{d}\nlog so far: {seen}")
+            if s.name == "f_nofb":
+                R.check(d["tls_key_ops_inline"] > 0, f"faults: {s.name}: without the engine's fallback, "
+                        "failed device operations are redone inline (tls_key_ops_inline moved)", f"{d}")
             R.check(d["tls_handshake_failures"] == 0, f"faults: {s.name}: no handshake failed", f"{d}")
         leak_checks(env, "faults", fd_base, True)
     finally:

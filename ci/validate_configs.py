@@ -117,7 +117,8 @@ def stockify(node):
 
 
 def map_paths(node, tls_dir):
-    """Points every DataSource filename under /etc/envoy/tls/ at tls_dir."""
+    """Points every DataSource filename under /etc/envoy/tls/ at tls_dir (also inside the
+    dynamic module's JSON configs)."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
@@ -128,6 +129,9 @@ def map_paths(node, tls_dir):
         return out
     if isinstance(node, list):
         return [map_paths(v, tls_dir) for v in node]
+    if isinstance(node, str) and TLS_DIR in node:
+        # The module's transport_socket_config: JSON text holding DataSource filenames.
+        return node.replace(TLS_DIR, tls_dir.rstrip("/") + "/")
     return node
 
 
@@ -220,7 +224,7 @@ def cmd_envoy(args):
         if not targets:
             report(False, "envoy", "no Envoy config found in " + " ".join(map(rel, files)))
         for label, tree, base in targets:
-            if "dynamic_modules.v3.DynamicModuleFilter" in json.dumps(tree) and not os.environ.get(
+            if "dynamic_modules.v3.DynamicModule" in json.dumps(tree) and not os.environ.get(
                     "ENVOY_DYNAMIC_MODULES_SEARCH_PATH"):
                 # Envoy loads the module during --mode validate: without the .so there is
                 # nothing to validate against (ci/test-deploy.sh and ci/test-module.sh set it).

@@ -239,6 +239,7 @@ impl EngineKeyMethod {
         why: &str,
     ) -> Result<usize, PrivateKeyMethodError> {
         stats::inc(Counter::KeyOpFailovers);
+        stats::inc(Counter::KeyOpsInline);
         if FAILOVER_LOGGED.fetch_add(1, Ordering::Relaxed) < 5 {
             crate::abi::log(
                 crate::abi::log_level::WARN,

@@ -466,6 +466,19 @@ impl TlsSocket {
         n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock)
     }
 
+    /// Publish the engines' fallbacks (see [`stats::publish_engine_fallbacks`]).
+    fn publish_fallbacks(&self) {
+        if self.factory.engine.is_some() {
+            let total: u64 = engines()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|e| e.stats().fallbacks)
+                .sum();
+            stats::publish_engine_fallbacks(total);
+        }
+    }
+
     fn fail(&mut self, why: String) {
         if !self.failed && !self.handshake_done {
             stats::inc(Counter::HandshakeFailures);
@@ -564,7 +577,11 @@ impl TlsSocket {
             end_stream_read: false,
         };
         let was_done = self.handshake_done;
-        match self.handshake() {
+        let step = self.handshake();
+        if !was_done && !matches!(step, Step::Wait) {
+            self.publish_fallbacks();
+        }
+        match step {
             Step::Close => return close,
             Step::Wait => {
                 return IoResult {
@@ -663,7 +680,11 @@ impl TlsSocket {
             end_stream_read: false,
         };
         let was_done = self.handshake_done;
-        match self.handshake() {
+        let step = self.handshake();
+        if !was_done && !matches!(step, Step::Wait) {
+            self.publish_fallbacks();
+        }
+        match step {
             Step::Close => return close,
             Step::Wait => return keep,
             Step::Done => {}
@@ -753,6 +774,11 @@ impl Drop for TlsSocket {
 }
 
 static WAKE_CHECK: std::sync::Once = std::sync::Once::new();
+static MISSING_WAKE_SAID: std::sync::Once = std::sync::Once::new();
+const MISSING_WAKE: &str = "envoy-qat tls: the tls transport socket is configured but no \
+    `tls_wake` network filter is (envoy.filters.network.dynamic_modules, filter_name: tls_wake, \
+    first in each filter chain that uses the socket); without it private-key operations run \
+    inline with BoringSSL on Envoy's workers";
 
 /// A few seconds after the first `tls` config loads: no `tls_wake` config at all means a
 /// listener is missing the filter. Say so then, not at the first slow handshake.
@@ -763,13 +789,7 @@ fn check_wake_filter_later() {
             .spawn(|| {
                 std::thread::sleep(std::time::Duration::from_secs(2));
                 if wake::wake_configs() == 0 {
-                    abi::log(
-                        log_level::ERROR,
-                        "envoy-qat tls: the tls transport socket is configured but no `tls_wake` \
-                         network filter is (envoy.filters.network.dynamic_modules, filter_name: \
-                         tls_wake, first in each filter chain that uses the socket); without it \
-                         private-key operations run inline with BoringSSL on Envoy's workers",
-                    );
+                    MISSING_WAKE_SAID.call_once(|| abi::log(log_level::ERROR, MISSING_WAKE));
                 }
             });
     });

@@ -4,7 +4,7 @@
 //! Envoy: an atomic add on the stat). Names appear under Envoy's dynamic-module stats
 //! namespace, e.g. `dynamicmodulescustom.tls_handshakes`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::abi::{self, ConfigEnvoyPtr, ModuleBuffer};
@@ -18,6 +18,7 @@ pub enum Counter {
     V1_3,
     KeyOps,
     KeyOpFailovers,
+    KeyOpsInline,
     KeyOpsCancelled,
     NoWakeFilter,
     CertReloads,
@@ -32,6 +33,7 @@ pub const COUNTERS: &[(Counter, &str)] = &[
     (Counter::V1_3, "tls_v1_3"),
     (Counter::KeyOps, "tls_key_ops"),
     (Counter::KeyOpFailovers, "tls_key_op_failovers"),
+    (Counter::KeyOpsInline, "tls_key_ops_inline"),
     (Counter::KeyOpsCancelled, "tls_key_ops_cancelled"),
     (Counter::NoWakeFilter, "tls_no_wake_filter"),
     (Counter::CertReloads, "tls_cert_reloads"),
@@ -112,6 +114,11 @@ pub fn detach(config: ConfigEnvoyPtr) {
 
 /// Add one to a counter (in the newest live config: stats of the same name are one stat).
 pub fn inc(c: Counter) {
+    inc_by(c, 1)
+}
+
+/// Add `n` to a counter.
+pub fn inc_by(c: Counter, n: u64) {
     let Ok(api) = abi::api() else { return };
     let sinks = SINKS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = sinks.last() {
@@ -120,7 +127,7 @@ pub fn inc(c: Counter) {
             // SAFETY: the config is live while it is in SINKS (removed at destroy, under
             // this lock); the increment is an atomic add in Envoy.
             unsafe {
-                (api.network_filter_config_increment_counter)(s.config as ConfigEnvoyPtr, id, 1)
+                (api.network_filter_config_increment_counter)(s.config as ConfigEnvoyPtr, id, n)
             };
         }
     }
@@ -147,5 +154,16 @@ fn publish(g: Gauge) {
             // SAFETY: as in `inc`.
             unsafe { (api.network_filter_config_set_gauge)(s.config as ConfigEnvoyPtr, id, v) };
         }
+    }
+}
+
+static ENGINE_FALLBACKS: AtomicU64 = AtomicU64::new(0);
+
+/// Add the engines' new per-operation fallbacks (QAT refused or failed an operation and
+/// the engine redid it on its BoringSSL backend) to `tls_key_op_failovers`, once each.
+pub fn publish_engine_fallbacks(total_now: u64) {
+    let prev = ENGINE_FALLBACKS.fetch_max(total_now, Ordering::AcqRel);
+    if total_now > prev {
+        inc_by(Counter::KeyOpFailovers, total_now - prev);
     }
 }
