@@ -237,7 +237,7 @@ class Spec:
     """A listener and what its clients must see."""
 
     def __init__(self, name, module, chains, key="rsa", subject=None, kx=False, sni=None, gzip=False,
-                 inspector=False, mode=None, resume=False, reload=False):
+                 inspector=False, mode=None, resume=False, reload=False, tickets=False):
         self.name = name
         self.module = module
         self.chains = chains
@@ -250,6 +250,7 @@ class Spec:
         self.mode = mode
         self.resume = resume        # session resumption left on (the resumption cases)
         self.reload = reload        # its certificate files are replaced during the run
+        self.tickets = tickets      # session_ticket_keys (the ticket-key cases)
 
     def listener(self):
         return listener(self.name, self.chains, self.inspector)
@@ -297,6 +298,18 @@ def main_specs(tls, envoy_only):
     s.append(Spec("mod_kx", True, [chain("mod_kx", module_ts(tls_context(tls, "rsa", cipher_suites=KX_SUITES),
                                                               ENGINE_QAT), True)],
                   subject=cn["rsa"], kx=True, mode="engine/qat"))
+    # Session ticket keys (Envoy's 80-byte format): tk_a and tk_b share key 1; tk_rot has key 2
+    # first and key 1 second (rotation: it still decrypts key-1 tickets); tk_other has key 3.
+    keys = {}
+    for i in (1, 2, 3):
+        keys[i] = os.path.join(tls, f"ticket{i}.key")
+        with open(keys[i], "wb") as f:
+            f.write(os.urandom(80))
+    for name, ks in (("tk_a", [1]), ("tk_b", [1]), ("tk_rot", [2, 1]), ("tk_other", [3])):
+        ctx = tls_context(tls, "rsa", no_resumption=False)
+        ctx["session_ticket_keys"] = {"keys": [{"filename": keys[k]} for k in ks]}
+        s.append(Spec(name, True, [chain(name, module_ts(ctx, ENGINE_QAT), True)], subject=cn["rsa"],
+                      mode="engine/qat", tickets=True))
     s.append(Spec("mod_sni", True, [
         chain("mod_sni", module_ts(tls_context(tls, "a"), ENGINE_QAT), True, server_names=["a.example.com"]),
         chain("mod_sni", module_ts(tls_context(tls, "b"), ENGINE_QAT), True, server_names=["b.example.com"])],
@@ -635,6 +648,24 @@ def openssl_cases(spec):
                     s_summary(r))
 
 
+def ticket_cases(specs):
+    """A ticket from one listener resumes on another with the same key file, on one that has
+    it as its second (rotated-out) key, and not on one with another key."""
+    by = {s.name: s for s in specs if s.tickets}
+    if len(by) < 4:
+        return
+    for v, flag in (("TLSv1.2", "-tls1_2"), ("TLSv1.3", "-tls1_3")):
+        sess = os.path.join(WORK, f"tickets-{v}.sess")
+        r0 = s_client(by["tk_a"].ports, [flag, "-sess_out", sess])
+        R.check(r0["status"] == 200, f"tickets {v}: a session from tk_a", s_summary(r0))
+        for name, want in (("tk_a", True), ("tk_b", True), ("tk_rot", True), ("tk_other", False)):
+            r = s_client(by[name].ports, [flag, "-sess_in", sess])
+            R.check(r["status"] == 200 and bool(r["reused"]) == want,
+                    f"tickets {v}: tk_a's ticket {'resumes' if want else 'does not resume'} on {name} "
+                    f"({'same key' if name in ('tk_a', 'tk_b') else 'key 1 second' if name == 'tk_rot' else 'other key'})",
+                    f"reused {r['reused']}; {s_summary(r)}")
+
+
 def curl_cases(spec, work):
     names = list(spec.sni) if spec.sni else [None]
     for name in names:
@@ -654,7 +685,7 @@ def curl_cases(spec, work):
 
 
 def h2load_cases(spec, env):
-    if spec.resume or spec.reload:
+    if spec.resume or spec.reload or spec.tickets:
         return
     names = list(spec.sni) if spec.sni else [None]
     for name in names:
@@ -806,7 +837,7 @@ BIG = sbs.noise(4 << 20, 41)
 def data_cases(spec, work, up):
     """Bodies bigger than any buffer both ways, and a client that stops reading for a while
     (Envoy's write buffer fills: back-pressure and partial writes in the transport socket)."""
-    if spec.sni or spec.resume or spec.reload or spec.kx:
+    if spec.sni or spec.resume or spec.reload or spec.kx or spec.tickets:
         return
     for proto, flag, want in (("h2", "--http2", "2"), ("http/1.1", "--http1.1", "1.1")):
         w, hdrs, body, err = curl(spec.ports, flag, path="/c/big", work=work)
@@ -916,6 +947,7 @@ def main_section(args, work, tls, up):
             data_cases(s, work, up)
             h2load_cases(s, env)
         halfclose_cases(specs)
+        ticket_cases(specs)
         reload_case(env, tls, work)
         q = next((x for x in specs if x.name == "mod_qat"), None)
         if q:
