@@ -118,6 +118,24 @@ pub struct IoResult {
     pub end_stream_read: bool,
 }
 
+impl IoResult {
+    pub const fn close(bytes: u64) -> Self {
+        Self {
+            action: post_io_action::CLOSE,
+            bytes_processed: bytes,
+            end_stream_read: false,
+        }
+    }
+
+    pub const fn keep_open(bytes: u64, end_stream_read: bool) -> Self {
+        Self {
+            action: post_io_action::KEEP_OPEN,
+            bytes_processed: bytes,
+            end_stream_read,
+        }
+    }
+}
+
 /// `envoy_dynamic_module_type_http_header_type`.
 pub mod header_type {
     pub const REQUEST_HEADER: u32 = 0;

@@ -570,29 +570,28 @@ impl TlsSocket {
         }
     }
 
-    fn do_read(&mut self) -> IoResult {
-        let close = IoResult {
-            action: post_io_action::CLOSE,
-            bytes_processed: 0,
-            end_stream_read: false,
-        };
+    /// Drive the handshake for an I/O hook: Err(result) when the hook must return it now
+    /// (waiting, or closing); Ok(whether the handshake completed in this call).
+    fn drive_handshake(&mut self) -> Result<bool, IoResult> {
         let was_done = self.handshake_done;
         let step = self.handshake();
         if !was_done && !matches!(step, Step::Wait) {
             self.publish_fallbacks();
         }
         match step {
-            Step::Close => return close,
-            Step::Wait => {
-                return IoResult {
-                    action: post_io_action::KEEP_OPEN,
-                    bytes_processed: 0,
-                    end_stream_read: false,
-                }
-            }
-            Step::Done => {}
+            Step::Close => Err(IoResult::close(0)),
+            Step::Wait => Err(IoResult::keep_open(0, false)),
+            Step::Done => Ok(!was_done),
         }
-        if !was_done {
+    }
+
+    fn do_read(&mut self) -> IoResult {
+        let close = IoResult::close(0);
+        let just_done = match self.drive_handshake() {
+            Ok(d) => d,
+            Err(r) => return r,
+        };
+        if just_done {
             self.flush_pending_writes();
         }
         let Some(api) = self.api() else { return close };
@@ -669,28 +668,13 @@ impl TlsSocket {
     }
 
     fn do_write(&mut self, end_stream: bool) -> IoResult {
-        let close = IoResult {
-            action: post_io_action::CLOSE,
-            bytes_processed: 0,
-            end_stream_read: false,
+        let close = IoResult::close(0);
+        let just_done = match self.drive_handshake() {
+            Ok(d) => d,
+            Err(r) => return r,
         };
-        let keep = IoResult {
-            action: post_io_action::KEEP_OPEN,
-            bytes_processed: 0,
-            end_stream_read: false,
-        };
-        let was_done = self.handshake_done;
-        let step = self.handshake();
-        if !was_done && !matches!(step, Step::Wait) {
-            self.publish_fallbacks();
-        }
-        match step {
-            Step::Close => return close,
-            Step::Wait => return keep,
-            Step::Done => {}
-        }
         let Some(api) = self.api() else { return close };
-        if !was_done {
+        if just_done {
             // Application data may have arrived with the client's last flight.
             // SAFETY: the socket's Envoy pointer during do_write.
             unsafe { (api.transport_socket_set_is_readable)(self.envoy as SocketEnvoyPtr) };
@@ -727,11 +711,7 @@ impl TlsSocket {
                     ErrorCode::WANT_WRITE | ErrorCode::WANT_READ => break,
                     _ => {
                         self.failure = e.to_string();
-                        return IoResult {
-                            action: post_io_action::CLOSE,
-                            bytes_processed: total,
-                            end_stream_read: false,
-                        };
+                        return IoResult::close(total);
                     }
                 },
             }
@@ -742,11 +722,7 @@ impl TlsSocket {
             self.shutdown_sent = true;
             let _ = stream.shutdown();
         }
-        IoResult {
-            action: post_io_action::KEEP_OPEN,
-            bytes_processed: total,
-            end_stream_read: false,
-        }
+        IoResult::keep_open(total, false)
     }
 
     fn close(&mut self) {
@@ -948,11 +924,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_transport_socket_do_read(
     _envoy: SocketEnvoyPtr,
     s: *const c_void,
 ) -> IoResult {
-    let close = IoResult {
-        action: post_io_action::CLOSE,
-        bytes_processed: 0,
-        end_stream_read: false,
-    };
+    let close = IoResult::close(0);
     crate::guard("transport_socket_do_read", close, || {
         // SAFETY: per the hook's contract.
         match unsafe { socket(s) } {
@@ -970,11 +942,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_transport_socket_do_write(
     s: *const c_void,
     end_stream: bool,
 ) -> IoResult {
-    let close = IoResult {
-        action: post_io_action::CLOSE,
-        bytes_processed: 0,
-        end_stream_read: false,
-    };
+    let close = IoResult::close(0);
     crate::guard("transport_socket_do_write", close, || {
         // SAFETY: per the hook's contract.
         match unsafe { socket(s) } {
