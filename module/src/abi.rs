@@ -194,6 +194,23 @@ macro_rules! callbacks {
         ];
 
         impl Api {
+            /// Callbacks that do nothing and return zero (false, null), for tests that
+            /// replace the ones they exercise with fakes.
+            #[cfg(test)]
+            pub fn stubs() -> Self {
+                Self {
+                    $( $field: {
+                        #[allow(clippy::unused_unit)]
+                        unsafe extern "C" fn stub($(_: $arg),*) $(-> $ret)? {
+                            // SAFETY: every return type here (bool, integers, pointers, ())
+                            // is valid as all-zero bytes.
+                            unsafe { std::mem::zeroed() }
+                        }
+                        stub
+                    }, )*
+                }
+            }
+
             /// Look every callback up in the process (Envoy's exported symbols).
             /// Err names the first one missing.
             pub fn resolve() -> Result<Self, String> {
@@ -262,8 +279,22 @@ callbacks! {
 
 static API: OnceLock<Result<Api, String>> = OnceLock::new();
 
+#[cfg(test)]
+static TEST_API: OnceLock<Api> = OnceLock::new();
+
+/// Use `api` instead of Envoy's callbacks from now on (tests with a fake Envoy); the first
+/// call wins.
+#[cfg(test)]
+pub fn install_for_tests(api: impl FnOnce() -> Api) {
+    TEST_API.get_or_init(api);
+}
+
 /// The resolved callbacks (resolving them on first use).
 pub fn api() -> Result<&'static Api, &'static str> {
+    #[cfg(test)]
+    if let Some(a) = TEST_API.get() {
+        return Ok(a);
+    }
     API.get_or_init(Api::resolve)
         .as_ref()
         .map_err(|e| e.as_str())

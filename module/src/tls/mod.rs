@@ -15,6 +15,9 @@ pub mod keys;
 pub mod stats;
 pub mod wake;
 
+#[cfg(test)]
+mod fake_envoy_tests;
+
 use std::ffi::c_void;
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, OnceLock};
