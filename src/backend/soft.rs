@@ -24,8 +24,12 @@ use crate::scheme::RawOp;
 /// Default queue depth of the worker pool.
 pub const DEFAULT_QUEUE: usize = 4096;
 
+/// What a worker does with one job.
+pub type Compute = Arc<dyn Fn(&Job) -> Result<Vec<u8>, OpError> + Send + Sync>;
+
 /// Software backend on a worker pool.
 pub struct SoftBackend {
+    name: &'static str,
     tx: Mutex<Option<Sender<Job>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     stopping: Arc<AtomicBool>,
@@ -34,6 +38,12 @@ pub struct SoftBackend {
 impl SoftBackend {
     /// A pool of `threads` workers (0 = one per CPU) with a queue of `queue` jobs.
     pub fn new(threads: usize, queue: usize) -> Self {
+        Self::with_compute("soft", threads, queue, Arc::new(compute))
+    }
+
+    /// The same pool running another software implementation (`name` in logs and stats,
+    /// e.g. the dynamic module's BoringSSL); its threads are named `envoy-qat-<name>-<i>`.
+    pub fn with_compute(name: &'static str, threads: usize, queue: usize, f: Compute) -> Self {
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -45,14 +55,15 @@ impl SoftBackend {
             .map(|i| {
                 let rx: Receiver<Job> = rx.clone();
                 let stopping = Arc::clone(&stopping);
+                let f = Arc::clone(&f);
                 std::thread::Builder::new()
-                    .name(format!("envoy-qat-soft-{i}"))
+                    .name(format!("envoy-qat-{name}-{i}"))
                     .spawn(move || {
                         for job in rx.iter() {
                             let result = if stopping.load(Ordering::Acquire) {
                                 Err(OpError::Shutdown)
                             } else {
-                                compute(&job)
+                                f(&job)
                             };
                             job.complete(result);
                         }
@@ -61,6 +72,7 @@ impl SoftBackend {
             })
             .collect();
         SoftBackend {
+            name,
             tx: Mutex::new(Some(tx)),
             workers: Mutex::new(workers),
             stopping,
@@ -76,7 +88,7 @@ impl Default for SoftBackend {
 
 impl Backend for SoftBackend {
     fn name(&self) -> &'static str {
-        "soft"
+        self.name
     }
 
     fn availability(&self) -> Result<(), String> {

@@ -3,9 +3,8 @@
 //! sends operations to the engine and resumes the handshake when they finish.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::thread::JoinHandle;
 
 use boring::bn::BigNumRef;
 use boring::ecdsa::EcdsaSig;
@@ -14,8 +13,8 @@ use boring::pkey::{PKey, Private};
 use boring::rsa::Padding;
 use boring::sign::{RsaPssSaltlen, Signer};
 use boring::ssl::{PrivateKeyMethod, PrivateKeyMethodError, SslRef, SslSignatureAlgorithm};
-use crossbeam_channel::{Sender, TrySendError};
-use envoy_qat::backend::{Backend, Job, OpError, Rejected};
+use envoy_qat::backend::soft::SoftBackend;
+use envoy_qat::backend::{Job, OpError};
 use envoy_qat::engine::{Completion, Engine, Pending};
 use envoy_qat::key::PrivateKey;
 use envoy_qat::scheme::{HashAlg, Operation, Padding as SchemePadding, RawOp, SignatureScheme};
@@ -126,87 +125,20 @@ fn boring_key_for(core: &Arc<PrivateKey>) -> Option<PKey<Private>> {
 
 /// Our engine's software backend inside the module: BoringSSL's constant-time RSA and
 /// ECDSA on the module's own threads (the core's pure-Rust backend is several times
-/// slower). The engine's per-operation failover from QAT lands here too.
-pub struct BoringBackend {
-    tx: Mutex<Option<Sender<Job>>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
-    stopping: Arc<AtomicBool>,
-}
-
-impl BoringBackend {
-    pub fn new(threads: usize) -> Self {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
-        } else {
-            threads
-        };
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(4096);
-        let stopping = Arc::new(AtomicBool::new(false));
-        let workers = (0..threads)
-            .map(|i| {
-                let rx = rx.clone();
-                let stopping = Arc::clone(&stopping);
-                std::thread::Builder::new()
-                    .name(format!("envoy-qat-tls-{i}"))
-                    .spawn(move || {
-                        for job in rx.iter() {
-                            let result = if stopping.load(Ordering::Acquire) {
-                                Err(OpError::Shutdown)
-                            } else {
-                                match boring_key_for(&job.key) {
-                                    Some(k) => raw_op(&k, &job.op),
-                                    None => Err(OpError::Unavailable(
-                                        "key not registered with the BoringSSL backend".into(),
-                                    )),
-                                }
-                            };
-                            job.complete(result);
-                        }
-                    })
-                    .expect("spawn a BoringSSL key thread")
-            })
-            .collect();
-        BoringBackend {
-            tx: Mutex::new(Some(tx)),
-            workers: Mutex::new(workers),
-            stopping,
-        }
-    }
-}
-
-impl Backend for BoringBackend {
-    fn name(&self) -> &'static str {
-        "boringssl"
-    }
-
-    fn submit(&self, job: Job) -> Result<(), Rejected> {
-        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(tx) = guard.as_ref() else {
-            return Err(Rejected {
-                job,
-                error: OpError::Unavailable("BoringSSL backend shut down".into()),
-            });
-        };
-        match tx.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(job)) => Err(Rejected {
-                job,
-                error: OpError::Busy("BoringSSL key queue is full".into()),
-            }),
-            Err(TrySendError::Disconnected(job)) => Err(Rejected {
-                job,
-                error: OpError::Unavailable("BoringSSL backend shut down".into()),
-            }),
-        }
-    }
-
-    fn shutdown(&self) {
-        self.stopping.store(true, Ordering::Release);
-        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
-        for w in std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner())) {
-            let _ = w.join();
-        }
-    }
+/// slower), on the core's worker pool. The engine's per-operation failover from QAT lands
+/// here too.
+pub fn boring_backend(threads: usize) -> SoftBackend {
+    SoftBackend::with_compute(
+        "boringssl",
+        threads,
+        4096,
+        Arc::new(|job: &Job| match boring_key_for(&job.key) {
+            Some(k) => raw_op(&k, &job.op),
+            None => Err(OpError::Unavailable(
+                "key not registered with the BoringSSL backend".into(),
+            )),
+        }),
+    )
 }
 
 /// One private-key operation of a connection, in flight on the engine.
@@ -388,7 +320,7 @@ mod tests {
         };
         provider.soft_threads = 2;
         let engine = provider
-            .build_engine_with(Some(Arc::new(BoringBackend::new(2))))
+            .build_engine_with(Some(Arc::new(boring_backend(2))))
             .unwrap();
         assert_eq!(engine.backend_name(), "boringssl");
         let msg = b"a TLS 1.3 CertificateVerify input, more or less";
@@ -440,7 +372,7 @@ mod tests {
             backend: BackendChoice::Soft,
             ..ProviderConfig::default()
         }
-        .build_engine_with(Some(Arc::new(BoringBackend::new(1))))
+        .build_engine_with(Some(Arc::new(boring_backend(1))))
         .unwrap();
         let k = Arc::new(PrivateKey::generate(KeyType::EcP256).unwrap());
         let s = SignatureScheme::for_key(KeyType::EcP256)[0];

@@ -65,7 +65,7 @@ fn engine_for(cfg: &TlsSocketConfig) -> Result<Engine, String> {
         return Ok(e.clone());
     }
     let software: Arc<dyn envoy_qat::backend::Backend> =
-        Arc::new(keys::BoringBackend::new(cfg.provider.soft_threads));
+        Arc::new(keys::boring_backend(cfg.provider.soft_threads));
     let e = cfg
         .provider
         .build_engine_with(Some(software))
