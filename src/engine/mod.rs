@@ -116,7 +116,7 @@ enum SlotState {
     Cancelled,
 }
 
-/// Called once when the result is ready, off the caller's thread (see
+/// Called once when the result is ready, on the thread that completes it (see
 /// [`Engine::submit_notify`]).
 pub type Notify = Box<dyn FnOnce() + Send>;
 
@@ -383,6 +383,12 @@ impl Engine {
             .chain(self.inner.fallback.as_ref())
             .filter_map(|b| b.stats_line().map(|l| (b.name(), l)))
             .collect()
+    }
+
+    /// Operations redone on the fallback backend so far (the `fallbacks` of
+    /// [`Engine::stats`], without building a snapshot).
+    pub fn fallbacks(&self) -> u64 {
+        self.inner.stats.fallbacks.load(Ordering::Relaxed)
     }
 
     /// Operations in flight now.

@@ -50,8 +50,17 @@ unsafe extern "C" fn io_read(p: *mut c_void, buf: *mut c_char, len: usize, n: *m
     let s = unsafe { sock(p) };
     // SAFETY: buf has len writable bytes.
     let r = unsafe { libc::recv(s.fd, buf.cast(), len, libc::MSG_DONTWAIT) };
+    // SAFETY: n is writable.
+    unsafe { io_status_of(r, n) }
+}
+
+/// Envoy's io status for a recv/send result, its byte count into `n`.
+///
+/// # Safety
+/// `n` is writable.
+unsafe fn io_status_of(r: isize, n: *mut usize) -> u32 {
     if r >= 0 {
-        // SAFETY: n is writable.
+        // SAFETY: per the contract.
         unsafe { *n = r as usize };
         io_status::SUCCESS
     } else if std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
@@ -78,15 +87,8 @@ unsafe extern "C" fn io_write(
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
-    if r >= 0 {
-        // SAFETY: n is writable.
-        unsafe { *n = r as usize };
-        io_status::SUCCESS
-    } else if std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock {
-        io_status::AGAIN
-    } else {
-        2
-    }
+    // SAFETY: n is writable.
+    unsafe { io_status_of(r, n) }
 }
 
 unsafe extern "C" fn read_buffer_add(p: *mut c_void, data: *const c_char, len: usize) {

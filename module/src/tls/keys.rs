@@ -227,8 +227,50 @@ impl EngineKeyMethod {
     }
 }
 
+/// BoringSSL calls the key method from C: a panic must not unwind through it (Rust would
+/// abort Envoy). It fails the handshake instead, with a log line.
+fn no_unwind(
+    what: &str,
+    f: impl FnOnce() -> Result<usize, PrivateKeyMethodError>,
+) -> Result<usize, PrivateKeyMethodError> {
+    crate::guard(what, Err(PrivateKeyMethodError::FAILURE), f)
+}
+
 impl PrivateKeyMethod for EngineKeyMethod {
     fn sign(
+        &self,
+        ssl: &mut SslRef,
+        input: &[u8],
+        alg: SslSignatureAlgorithm,
+        output: &mut [u8],
+    ) -> Result<usize, PrivateKeyMethodError> {
+        no_unwind("tls private key sign", || {
+            self.sign_op(ssl, input, alg, output)
+        })
+    }
+
+    fn decrypt(
+        &self,
+        ssl: &mut SslRef,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, PrivateKeyMethodError> {
+        no_unwind("tls private key decrypt", || {
+            self.start(ssl, Operation::Decrypt, input, output)
+        })
+    }
+
+    fn complete(
+        &self,
+        ssl: &mut SslRef,
+        output: &mut [u8],
+    ) -> Result<usize, PrivateKeyMethodError> {
+        no_unwind("tls private key complete", || self.complete_op(ssl, output))
+    }
+}
+
+impl EngineKeyMethod {
+    fn sign_op(
         &self,
         ssl: &mut SslRef,
         input: &[u8],
@@ -244,16 +286,7 @@ impl PrivateKeyMethod for EngineKeyMethod {
         self.start(ssl, Operation::Sign(scheme), input, output)
     }
 
-    fn decrypt(
-        &self,
-        ssl: &mut SslRef,
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<usize, PrivateKeyMethodError> {
-        self.start(ssl, Operation::Decrypt, input, output)
-    }
-
-    fn complete(
+    fn complete_op(
         &self,
         ssl: &mut SslRef,
         output: &mut [u8],

@@ -476,7 +476,7 @@ impl TlsSocket {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .values()
-                .map(|e| e.stats().fallbacks)
+                .map(Engine::fallbacks)
                 .sum();
             stats::publish_engine_fallbacks(total);
         }
