@@ -547,16 +547,21 @@ def leak_checks(env, what, fd_base, module):
             R.check(ok, f"{what}: gauge {g} is 0", f"{g} = {v} (stats: {module_stats(env)})")
 
 
-def eventfd_growth_check(env, what, load, times=3):
+def eventfd_growth_check(env, what, load, times=3, slack=0):
     """Runs `load` `times` times; Envoy's eventfd count must not grow after the first (an
-    eventfd per operation that is never given back would grow it every time)."""
+    eventfd per operation that is never given back would grow it every time, by about the
+    load's operation count). `slack`: the engine's idle pool keeps as many eventfds as
+    operations were ever in flight at once, and a burst whose clients race each other can
+    reach a few more at once than the first one did."""
     counts = []
     for _ in range(times):
         load()
         wait_for(lambda: ((lambda n: (n == 0, n))(accepted_sockets(env.proc.pid, set(env.ports.values())))))
         time.sleep(0.5)
         counts.append(eventfds(env.proc.pid))
-    R.check(max(counts[1:]) <= counts[0], f"{what}, {times} times: Envoy's eventfds do not grow after the first",
+    R.check(max(counts[1:]) <= counts[0] + slack,
+            f"{what}, {times} times: Envoy's eventfds do not grow after the first"
+            + (f" (by more than {slack})" if slack else ""),
             f"eventfds after each run: {counts}")
 
 
@@ -1148,7 +1153,7 @@ def resets_section(args, work, tls, up):
                 for i, so in enumerate(socks):
                     sbs.reset_socket(so) if i % 2 else so.close()
                 wait_for(lambda: ((lambda v: (v == 0, v))(stat(module_stats(env), "tls_key_ops_in_flight"))))
-            eventfd_growth_check(env, "resets: 50 clients gone mid-handshake", burst)
+            eventfd_growth_check(env, "resets: 50 clients gone mid-handshake", burst, slack=10)
         # Envoy still serves, on every listener.
         for s in specs:
             if s.name == "r_timeout":
