@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download the pinned Envoy source archive (versions.bzl) once, check its sha256, and unpack
-# the few files the build takes from it: .bazelversion, .bazelrc, bazel/platform_mappings,
-# bazel/setup_clang.sh. Prints `dir=<unpacked directory>` for eval.
+# the two files the build takes from it: .bazelversion and .bazelrc. Prints
+# `dir=<unpacked directory>` for eval.
 #   usage: fetched=$(bazel/fetch-envoy.sh); eval "$fetched"
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,7 +24,7 @@ python3 - "$archive" "$dir" <<'PY'
 import sys, zipfile
 archive, dest = sys.argv[1], sys.argv[2]
 prefix = dest.rsplit("/", 1)[1] + "/"
-wanted = [".bazelversion", ".bazelrc", "bazel/platform_mappings", "bazel/setup_clang.sh"]
+wanted = [".bazelversion", ".bazelrc"]
 with zipfile.ZipFile(archive) as z:
     for name in wanted:
         z.extract(prefix + name, dest.rsplit("/", 1)[0])

@@ -4,9 +4,18 @@
 # then openssl s_client (TLS 1.2 and 1.3, RSA and ECDSA) and curl --compressed against it.
 # Without a QAT device the provider reports itself unavailable and Envoy falls back to its
 # own key (fallback: true), which is what a CI runner exercises.
-#   usage: bazel/smoke-test.sh IMAGE
+# An Istio proxyv2 image (bazel/Dockerfile.proxyv2) starts pilot-agent by default: with
+# --proxyv2 its Envoy is run directly on the same bootstrap, which also proves that Istio's
+# contrib `qat` is gone (two factories named `qat` abort Envoy at start-up).
+#   usage: bazel/smoke-test.sh IMAGE [--proxyv2]
 set -euo pipefail
 image=$1
+run=("$image")
+if [[ "${2:-}" == --proxyv2 ]]; then
+  run=(--entrypoint /usr/local/bin/envoy
+    -v "$(cd "$(dirname "$0")/.." && pwd)/envoy-config/envoy/qat-tls-compression.yaml:/etc/envoy/envoy.yaml:ro"
+    "$image" -c /etc/envoy/envoy.yaml)
+fi
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'docker rm -f envoy-qat-smoke envoy-qat-upstream >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
@@ -22,7 +31,7 @@ python3 -c 'print("hello envoy-qat " * 4096)' > "$work/index.html"
 docker run -d --name envoy-qat-upstream --network host -v "$work:/srv:ro" -w /srv \
   python:3.12-slim python -m http.server 8080 --bind 127.0.0.1 >/dev/null
 docker run -d --name envoy-qat-smoke --network host --cap-add IPC_LOCK --ulimit memlock=-1:-1 \
-  -v "$tls:/etc/envoy/tls:ro" "$image" >/dev/null
+  -v "$tls:/etc/envoy/tls:ro" "${run[@]}" >/dev/null
 for _ in $(seq 60); do
   curl -sk -o /dev/null https://127.0.0.1:10443/ && break
   sleep 1

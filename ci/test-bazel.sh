@@ -53,7 +53,8 @@ for c in cxx-build cxxbridge-flags cxxbridge-macro; do
   v=$(awk -v n="$c" '$0 == "name = \"" n "\""{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
   [[ -z "$v" || "$v" == "$cxx" ]] || { echo "Cargo.lock: $c $v differs from cxx $cxx" >&2; exit 1; }
 done
-# The istio/proxy patcher: applied to a tree with istio/proxy's layout (1.28), twice. It
+# The istio/proxy patcher: applied to a tree with istio/proxy's layout (1.20 to 1.28, which
+# enable contrib qat; the pinned 1.29 comments it out), twice. It
 # takes Envoy's contrib `qat` out of Istio's enabled list and keeps the rest.
 t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
 printf 'ISTIO_EXTENSIONS = [\n    "//source/extensions/filters/http/alpn:config_lib",\n]\n' > "$t/BUILD"
