@@ -65,14 +65,20 @@ pass "the module exports all $n transport socket hooks and the 9 network filter 
 grep -oE '"envoy_dynamic_module_on_transport_socket_[a-z_]+"' src/check/module.rs | tr -d '"' | sort -u > "$t/check-ts-hooks"
 cmp -s "$t/ts-hooks" "$t/check-ts-hooks" || fail "src/check/module.rs ENVOY_140_TRANSPORT_SOCKET_HOOKS differs from Envoy's: $(diff "$t/ts-hooks" "$t/check-ts-hooks" | head -5)"
 
-# 3. No TLS library shared with Envoy, no QAT library linked: BoringSSL (the tls socket's)
-# is linked statically and none of its symbols is exported or imported. libstdc++ is the
-# C++ runtime of BoringSSL's libssl (a few exception paths); Envoy links libc++ statically,
-# and the two do not share symbols.
+# 3. No TLS library shared with Envoy, no QAT library linked, and nothing but glibc: BoringSSL
+# (the tls socket's) is linked statically and none of its symbols is exported or imported;
+# the C++ runtime of BoringSSL's libssl and Rust's unwinder are linked statically too
+# (module/build.rs), so the module loads in Envoy's distroless image (glibc only: no
+# libstdc++.so.6, no libgcc_s.so.1). Section 6 runs it in such a root.
 needed=$(readelf -d "$so" | awk '/NEEDED/{print $5}' | tr -d '[]' | tr '\n' ' ')
-for bad in libssl libcrypto libqat libqatzip libc++; do
-  [[ "$needed" != *"$bad"* ]] || fail "the module needs $bad ($needed)"
+for lib in $needed; do
+  case $lib in
+    libc.so.6 | libm.so.6 | libdl.so.2 | libpthread.so.0 | librt.so.1 | ld-linux-x86-64.so.2) ;;
+    *) fail "the module needs $lib, which is not part of glibc ($needed)" ;;
+  esac
 done
+! nm -D --undefined-only "$so" | grep -qE ' (_Znw|_Zdl|_ZNSt|_Unwind_|__cxa_)' || fail "the module imports C++ runtime or unwinder symbols (libstdc++/libgcc_s must be static)"
+! nm -D --defined-only "$so" | grep -qE ' (_Znw|_Zdl|_ZNSt|_Unwind_|__cxa_)' || fail "the module exports C++ runtime or unwinder symbols"
 ! nm -D --undefined-only "$so" | grep -qE ' (SSL_|EVP_|BIO_|RSA_|EC_KEY_|X509_)' || fail "the module imports TLS symbols"
 ! nm -D --defined-only "$so" | grep -qE ' (SSL_|EVP_|BIO_|RSA_|EC_KEY_|X509_|OPENSSL_)' || fail "the module exports BoringSSL symbols (they must stay private)"
 exported=$(nm -D --defined-only "$so" | awk '{print $3}' | grep -vcE '^(envoy_dynamic_module_on_|envoy_qat_module_)' || true)
@@ -159,4 +165,76 @@ mkts compressor "$t/k.pem"
 ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$target" "$bin" check --envoy-config "$t/ts.yaml" > "$t/out" 2>&1 || true
 grep -q "without the tls_wake network filter first" "$t/out" || fail "check did not want tls_wake: $(cat "$t/out")"
 pass "check names a mismatched key, a missing key file and a missing tls_wake"
+
+# 6. Envoy's distroless image (distroless base-nossl: glibc, no libstdc++.so.6, no
+# libgcc_s.so.1): the stock Envoy and the module in a root that holds glibc's libraries and
+# nothing else, serving TLS by the module's tls socket and gzip by its compressor to curl
+# outside the root. A module that needs any other library fails to load here.
+root="$t/distroless"
+mkdir -p "$root/lib" "$root/etc" "$root/proc" "$root/dev" "$root/tmp" "$root/modules"
+for lib in libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1; do
+  cp -L "/lib/x86_64-linux-gnu/$lib" "$root/lib/"
+done
+mkdir -p "$root/lib64" && cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+cp "$envoy_bin" "$root/envoy"
+cp "$so" "$root/modules/"
+cp "$t/c.pem" "$t/k.pem" "$root/etc/"
+port=$((20000 + RANDOM % 20000))
+cat > "$root/etc/envoy.yaml" <<YAML
+static_resources:
+  listeners:
+  - address: {socket_address: {address: 127.0.0.1, port_value: $port}}
+    filter_chains:
+    - filters:
+      - name: tls_wake
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.dynamic_modules.v3.DynamicModuleNetworkFilter
+          dynamic_module_config: {name: envoy_qat_module}
+          filter_name: tls_wake
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: d
+          route_config:
+            virtual_hosts:
+            - name: d
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                direct_response: {status: 200, body: {inline_string: "$(printf 'distroless %.0s' $(seq 300))"}}
+          http_filters:
+          - name: compressor
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {name: envoy_qat_module}
+              filter_name: compressor
+              filter_config: {"@type": type.googleapis.com/google.protobuf.StringValue, value: '{"backend": "software"}'}
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+      transport_socket:
+        name: envoy.transport_sockets.dynamic_modules
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.dynamic_modules.v3.DynamicModuleTransportSocket
+          dynamic_module_config: {name: envoy_qat_module}
+          transport_socket_name: tls
+          transport_socket_config:
+            "@type": type.googleapis.com/google.protobuf.StringValue
+            value: '{"common_tls_context": {"tls_certificates": [{"certificate_chain": {"filename": "/etc/c.pem"}, "private_key": {"filename": "/etc/k.pem"}}]}, "key_provider": {"mode": "engine", "backend": "software"}}'
+YAML
+unshare -m bash -c "mount --bind /proc '$root/proc' && mount --bind /dev '$root/dev' \
+  && ENVOY_DYNAMIC_MODULES_SEARCH_PATH=/modules exec chroot '$root' /envoy -c /etc/envoy.yaml \
+     --concurrency 1 --disable-hot-restart --log-level warn" > "$t/distroless.log" 2>&1 &
+dl_pid=$!
+ok=""
+for _ in $(seq 100); do
+  if curl -sk --compressed -D "$t/dl-headers" -o "$t/dl-body" "https://127.0.0.1:$port/" 2>/dev/null; then ok=1; break; fi
+  kill -0 "$dl_pid" 2>/dev/null || break
+  sleep 0.1
+done
+kill "$dl_pid" 2>/dev/null || true
+wait "$dl_pid" 2>/dev/null || true
+[[ -n "$ok" ]] || fail "the stock Envoy with the module did not serve TLS in a glibc-only root: $(tail -5 "$t/distroless.log")"
+grep -qi '^content-encoding: gzip' "$t/dl-headers" || fail "no gzip from the module's compressor in the glibc-only root"
+grep -q 'distroless distroless' "$t/dl-body" || fail "wrong body in the glibc-only root"
+pass "stock Envoy + module serve TLS and gzip in a root with glibc only (Envoy's distroless image)"
 echo "test-module-abi: all passed"
