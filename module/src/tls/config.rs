@@ -343,6 +343,7 @@ fn parse_key_provider(
         "backend",
         "software_fallback",
         "poll_delay_ms",
+        "poll_policy",
         "max_in_flight",
         "qat_op_timeout_ms",
         "qat_section",
@@ -380,6 +381,11 @@ fn parse_key_provider(
             }
             "software_fallback" => p.software_fallback = boolean(&f, v)?,
             "poll_delay_ms" => p.poll_delay = Duration::from_millis(uint(&f, v, 1, 1000)?),
+            // The QAT poll thread's wait between polls, as the `qat` provider's poll_policy:
+            // adaptive (spin briefly after activity, batch under load) or fixed (poll_delay).
+            "poll_policy" => {
+                p.poll_policy = string(&f, v)?.parse().map_err(|e: String| err(&f, e))?
+            }
             "max_in_flight" => p.max_in_flight = uint(&f, v, 1, 1 << 20)? as usize,
             "qat_op_timeout_ms" => {
                 p.qat_op_timeout = Duration::from_millis(uint(&f, v, 10, 600_000)?)
@@ -416,6 +422,24 @@ mod tests {
     }
 
     #[test]
+    fn poll_policy_reaches_the_engine_config() {
+        use envoy_qat::engine::PollPolicy;
+        let with = |policy: &str| {
+            let text = OK.replace(
+                r#""key_provider": {"mode": "boring"}"#,
+                &format!(r#""key_provider": {{"poll_policy": "{policy}"}}"#),
+            );
+            parse(text.as_bytes()).unwrap().provider.poll_policy
+        };
+        assert_eq!(with("fixed"), PollPolicy::Fixed);
+        assert_eq!(with("adaptive"), PollPolicy::Adaptive);
+        assert_eq!(
+            parse(OK.as_bytes()).unwrap().provider.poll_policy,
+            PollPolicy::Adaptive
+        );
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let cases = [
             ("{}", "common_tls_context.tls_certificates"),
@@ -438,6 +462,10 @@ mod tests {
             (
                 r#"{"common_tls_context": {"tls_certificates": [{"certificate_chain": {"filename": "/c"}, "private_key": {"filename": "/k"}}]}, "key_provider": {"poll_delay_ms": 0}}"#,
                 "key_provider.poll_delay_ms",
+            ),
+            (
+                r#"{"common_tls_context": {"tls_certificates": [{"certificate_chain": {"filename": "/c"}, "private_key": {"filename": "/k"}}]}, "key_provider": {"poll_policy": "busy"}}"#,
+                "key_provider.poll_policy",
             ),
             ("[1]", "filter_config"),
         ];
