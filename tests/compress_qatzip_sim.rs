@@ -20,9 +20,10 @@ use std::ffi::{c_char, c_int, CString};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use compress_common::*;
-use envoy_qat::compress::qatzip::QatzipLib;
+use envoy_qat::compress::qatzip::{QatzipLib, REPROBE_INTERVAL};
 use envoy_qat::compress::{CompressorConfig, CompressorFactory, Mode, StatsSnapshot};
 
 /// One simulated QATzip process: a private copy of the simulator library.
@@ -257,6 +258,21 @@ fn no_device_means_software_and_the_zlib_rs_shortcut() {
     // Only the first request (and the total_in check) reached QATzip.
     assert!(s.qatzip_bytes_in <= 100_000, "{s:?}");
     assert_eq!(sim.lib.session_limit(), None);
+    // Each probe that again finds no device doubles the wait before the next one.
+    assert_eq!(sim.lib.reprobe_interval(), Some(REPROBE_INTERVAL));
+    for want in [60, 120] {
+        sim.lib.expire_no_device_result();
+        let before = f.stats().qatzip_bytes_in;
+        let (gz, _) = compress_pieces(&mut f.create(), &d, 100_000);
+        assert!(gunzip_flate2(&gz) == d);
+        let probed = f.stats().qatzip_bytes_in - before;
+        assert!(
+            probed > 0 && probed <= 100_000,
+            "one probe, not {probed} bytes"
+        );
+        assert_eq!(sim.lib.reprobe_interval(), Some(Duration::from_secs(want)));
+        assert!(sim.lib.device_absent());
+    }
 }
 
 #[test]

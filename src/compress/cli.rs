@@ -1024,7 +1024,7 @@ pub fn run_bench(a: BenchCompressArgs) -> CliResult {
         );
     }
     if let Some(summary) = summarise_printed(&qatzip_printed) {
-        println!("(QATzip printed on stderr while measured: {summary}. Without a device it retries the device every few requests and each retry prints; outside this benchmark, once envoy-qat has seen QATzip run without a device, new streams take zlib-rs for 30 s, quietly)");
+        println!("(QATzip printed on stderr while measured: {summary}. Without a device it retries the device every few requests and each retry prints; outside this benchmark, once envoy-qat has seen QATzip run without a device, new streams take zlib-rs quietly, asking QATzip again after 30 s, then at doubling intervals up to 10 min)");
     }
     println!("(speed: wall-clock MB/s ratio; cpu: MB per CPU-second ratio, steadier on a shared machine; pigz on all cores uses several CPU-seconds per second)");
     // Level 6 on the software backend: interleaved with gzip -6, then flush-heavy.

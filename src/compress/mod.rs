@@ -46,7 +46,8 @@
 //!   full flush per call, so a QATzip-mode stream holds no deflate state at all between
 //!   calls: memory per idle stream is the size of [`Compressor`].
 //!   With no device, QATzip's fallback is used for a first request, then zlib-rs
-//!   directly, re-probing QATzip every 30 s (see [`qatzip`]'s docs for why).
+//!   directly, re-probing QATzip after 30 s, then at doubling intervals up to 10 min (see
+//!   [`qatzip`]'s docs for why).
 //!   Hardware bytes are the input a call added to the session's `total_in`, which QATzip
 //!   advances on its device path only (checked at start-up; see [`qatzip`]);
 //!   [`CompressStats`] counts hardware and software bytes. One log line (target

@@ -58,7 +58,10 @@
 //! hardware"). So once a request reports software execution with no hardware session,
 //! [`QatzipLib::device_absent`] is true for [`REPROBE_INTERVAL`]: callers then compress
 //! with zlib-rs directly (faster than QATzip's fallback, and quiet), and one request per
-//! interval probes QATzip again so a device that appears later is picked up.
+//! interval probes QATzip again so a device that appears later is picked up. Each probe
+//! that again finds no device doubles the interval, up to [`REPROBE_INTERVAL_MAX`], so a
+//! host with libqatzip and no QAT gets those stderr lines a few times an hour, not twice a
+//! minute; a request that runs on a device resets it.
 
 use std::collections::HashMap;
 use std::ffi::c_uint;
@@ -85,8 +88,17 @@ pub(crate) mod sys {
     include!(concat!(env!("OUT_DIR"), "/qatzip_sys.rs"));
 }
 
-/// How long a "no QAT device" result stands before QATzip is asked again.
+/// How long a first "no QAT device" result stands before QATzip is asked again.
 pub const REPROBE_INTERVAL: Duration = Duration::from_secs(30);
+/// The longest interval between probes once they keep finding no device (doubling from
+/// [`REPROBE_INTERVAL`]).
+pub const REPROBE_INTERVAL_MAX: Duration = Duration::from_secs(600);
+
+/// The interval after a probe that found no device, given the one before it (`None`: the
+/// first such result).
+fn next_reprobe_interval(prev: Option<Duration>) -> Duration {
+    prev.map_or(REPROBE_INTERVAL, |d| (d * 2).min(REPROBE_INTERVAL_MAX))
+}
 
 /// Environment variable naming libqatzip.so.3 to load.
 pub const LIB_ENV: &str = "ENVOY_QATZIP_LIB";
@@ -114,8 +126,9 @@ pub struct QatzipLib {
     path: PathBuf,
     hardware_seen: AtomicBool,
     path_logged: AtomicBool,
-    /// When a request last ran in software for lack of a device.
-    no_device_at: Mutex<Option<Instant>>,
+    /// When a request last ran in software for lack of a device, and how long that result
+    /// stands before the next probe.
+    no_device_at: Mutex<Option<(Instant, Duration)>>,
     /// Whether `device_absent` may shortcut to zlib-rs (on by default).
     shortcut: AtomicBool,
     /// The session pool.
@@ -274,21 +287,35 @@ impl QatzipLib {
     }
 
     /// True while a recent request found no QAT device (see the module docs); false at
-    /// most once per [`REPROBE_INTERVAL`] so the caller probes QATzip again.
+    /// most once per re-probe interval ([`REPROBE_INTERVAL`], doubling up to
+    /// [`REPROBE_INTERVAL_MAX`]) so the caller probes QATzip again.
     pub fn device_absent(&self) -> bool {
         if !self.shortcut.load(Ordering::Relaxed) {
             return false;
         }
         let mut g = self.no_device_at.lock().unwrap_or_else(|e| e.into_inner());
         match *g {
-            Some(t) if t.elapsed() < REPROBE_INTERVAL => true,
-            Some(_) => {
+            Some((t, interval)) if t.elapsed() < interval => true,
+            Some((_, interval)) => {
                 // Let this caller probe; others keep skipping until it reports.
-                *g = Some(Instant::now());
+                *g = Some((Instant::now(), interval));
                 false
             }
             None => false,
         }
+    }
+
+    /// Let the next request probe QATzip now, as if the current "no device" result had
+    /// run out (its interval is kept). For tests and measurements.
+    pub fn expire_no_device_result(&self) {
+        if let Some((t, d)) = lock(&self.no_device_at).as_mut() {
+            *t = Instant::now().checked_sub(*d).unwrap_or(*t);
+        }
+    }
+
+    /// How long the current "no device" result stands (`None`: no such result).
+    pub fn reprobe_interval(&self) -> Option<Duration> {
+        lock(&self.no_device_at).map(|(_, d)| d)
     }
 
     /// Turn the no-device shortcut off (every request goes to QATzip, whose software
@@ -305,9 +332,11 @@ impl QatzipLib {
                 tracing::info!(
                     target: "envoy_qat::compress",
                     "compressor: QATzip software fallback, no QAT device (session status {stat}; {}); \
-                     compressing with zlib-rs and asking QATzip again every {} s",
+                     compressing with zlib-rs and asking QATzip again after {} s, then at \
+                     doubling intervals up to {} s",
                     self.path.display(),
-                    REPROBE_INTERVAL.as_secs()
+                    REPROBE_INTERVAL.as_secs(),
+                    REPROBE_INTERVAL_MAX.as_secs()
                 );
             }
         }
@@ -436,7 +465,8 @@ impl QatzipLib {
             self.hardware_seen.store(true, Ordering::Relaxed);
             *lock(&self.no_device_at) = None;
         } else if stat != QZ_OK as i64 {
-            *lock(&self.no_device_at) = Some(Instant::now());
+            let mut g = lock(&self.no_device_at);
+            *g = Some((Instant::now(), next_reprobe_interval(g.map(|(_, d)| d))));
         }
         self.log_path_once(stat == QZ_OK as i64, stat);
         Ok(Ran { hw_bytes })
@@ -738,6 +768,18 @@ impl SessionKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reprobe_interval_doubles_to_its_cap() {
+        let mut d = None;
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let next = next_reprobe_interval(d);
+            seen.push(next.as_secs());
+            d = Some(next);
+        }
+        assert_eq!(seen, [30, 60, 120, 240, 480, 600, 600, 600]);
+    }
 
     #[test]
     fn setup_status_accepts_only_qz_ok() {
