@@ -23,6 +23,9 @@ fi
 fetched=$("$here/fetch-envoy.sh") # fails on a checksum mismatch
 eval "$fetched"
 cp "$dir/.bazelversion" "$here/.bazelversion"
+# Files an older pin's build wrote here, which Envoy's .bazelrc would still pick up
+# (it try-imports clang.bazelrc).
+rm -f "$here/clang.bazelrc" "$here/envoy_platform_mappings"
 # Envoy's .bazelrc names one file relative to Envoy's own workspace: its workspace status
 # script (it reads Envoy's git checkout).
 sed -e 's|^build --workspace_status_command=.*|build --workspace_status_command="bash workspace_status.sh"|' \

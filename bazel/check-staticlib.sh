@@ -13,6 +13,7 @@ out=$1
 lib="$out/libenvoy_qat.a"
 fail() { echo "check-staticlib: $lib: $*" >&2; exit 1; }
 [[ -s "$lib" ]] || fail "missing"
+command -v nm > /dev/null || fail "cannot be checked: nm (binutils) is not installed"
 if grep -Eq -- '-l(ssl|crypto)\b' "$out/native-static-libs.txt"; then
   fail "asks for a TLS library: $(cat "$out/native-static-libs.txt")"
 fi

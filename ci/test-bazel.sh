@@ -105,8 +105,27 @@ cxxbridge=${CXXBRIDGE:-$repo/build/tools/cxxbridge-$cxx/bin/cxxbridge}
 if [[ ! -x "$cxxbridge" ]]; then
   cargo install --quiet --locked cxxbridge-cmd --version "=$cxx" --root "$repo/build/tools/cxxbridge-$cxx"
 fi
+# Built from exactly what the images' Rust stage copies (their COPY lines before the next
+# FROM), so a file the build needs but the Dockerfile leaves out fails here, not on the
+# networked runner (a workspace member missing from the copy once did).
+ctx="$t/docker-rust"
+for df in bazel/Dockerfile.envoy bazel/Dockerfile.proxyv2; do
+  rm -rf "$ctx" && mkdir -p "$ctx"
+  awk '/^FROM .* AS rust$/{on=1; next} /^FROM /{on=0} on && /^COPY / && !/--from/' "$df" \
+    | while read -r _ args; do
+        read -ra a <<<"$args"
+        dest=${a[-1]}
+        for src in "${a[@]:0:${#a[@]}-1}"; do
+          if [[ "$dest" == ./ ]]; then cp -r "$repo/$src" "$ctx/"; else mkdir -p "$ctx/$(dirname "$dest")"; cp -r "$repo/$src" "$ctx/$dest"; fi
+        done
+      done
+  [[ -f "$ctx/Cargo.toml" ]] || { echo "$df: its Rust stage copies no Cargo.toml" >&2; exit 1; }
+  (cd "$ctx" && cargo metadata --locked --offline --format-version 1 > /dev/null) \
+    || { echo "$df: cargo cannot load the workspace from what the Rust stage copies" >&2; exit 1; }
+done
 out="$repo/target/envoy-qat-bazel"
-CXXBRIDGE="$cxxbridge" "$repo/bazel/rust-staticlib.sh" "$out" dev
+ENVOY_QAT_DEPS="${ENVOY_QAT_DEPS:-$repo/build/qat-deps}" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}" \
+  CXXBRIDGE="$cxxbridge" "$ctx/bazel/rust-staticlib.sh" "$out" dev
 # The C++ that Bazel compiles, in the include layout envoy_qat.BUILD.bazel and
 # envoy_qat_rust.BUILD.bazel give it (envoy-qat/cpp/ssl, envoy-qat/src/bridge.rs.h,
 # rust/cxx.h), with Envoy's warning flags (bazel/envoy_internal.bzl envoy_copts, clang set).

@@ -77,13 +77,19 @@ for lib in $needed; do
     *) fail "the module needs $lib, which is not part of glibc ($needed)" ;;
   esac
 done
+# The glibc it needs: no newer than the oldest Envoy image's (distroless Debian 12: 2.36;
+# Ubuntu 22.04: 2.35). A module built on a newer distribution could need more (e.g. the
+# __isoc23_* functions of glibc 2.38): build it on Debian bookworm or as old.
+max_glibc=$(objdump -T "$so" | grep -oE 'GLIBC_[0-9]+\.[0-9]+' | sed 's/GLIBC_//' | sort -V | tail -1)
+[[ $(printf '%s\n2.35\n' "$max_glibc" | sort -V | tail -1) == 2.35 ]] \
+  || fail "the module needs glibc $max_glibc; Envoy's images have 2.35 (Ubuntu 22.04) and 2.36 (distroless Debian 12)"
 ! nm -D --undefined-only "$so" | grep -qE ' (_Znw|_Zdl|_ZNSt|_Unwind_|__cxa_)' || fail "the module imports C++ runtime or unwinder symbols (libstdc++/libgcc_s must be static)"
 ! nm -D --defined-only "$so" | grep -qE ' (_Znw|_Zdl|_ZNSt|_Unwind_|__cxa_)' || fail "the module exports C++ runtime or unwinder symbols"
 ! nm -D --undefined-only "$so" | grep -qE ' (SSL_|EVP_|BIO_|RSA_|EC_KEY_|X509_)' || fail "the module imports TLS symbols"
 ! nm -D --defined-only "$so" | grep -qE ' (SSL_|EVP_|BIO_|RSA_|EC_KEY_|X509_|OPENSSL_)' || fail "the module exports BoringSSL symbols (they must stay private)"
 exported=$(nm -D --defined-only "$so" | awk '{print $3}' | grep -vcE '^(envoy_dynamic_module_on_|envoy_qat_module_)' || true)
 [[ "$exported" -eq 0 ]] || fail "the module exports $exported symbols besides its hooks: $(nm -D --defined-only "$so" | awk '{print $3}' | grep -vE '^(envoy_dynamic_module_on_|envoy_qat_module_)' | head -5)"
-pass "module needs only: $needed; exports only its hooks; BoringSSL stays private"
+pass "module needs only: $needed(glibc $max_glibc at most); exports only its hooks; BoringSSL stays private"
 
 # 4. envoy-qat check: loads the module, reads its ABI string, validates configs with it.
 bin="$target/envoy-qat"
@@ -179,7 +185,7 @@ mkdir -p "$root/lib64" && cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 cp "$envoy_bin" "$root/envoy"
 cp "$so" "$root/modules/"
 cp "$t/c.pem" "$t/k.pem" "$root/etc/"
-port=$((20000 + RANDOM % 20000))
+port=$((20000 + RANDOM % 10000)) # below the ephemeral range (32768-)
 cat > "$root/etc/envoy.yaml" <<YAML
 static_resources:
   listeners:

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The module's QATzip path inside the real stock Envoy 1.40, with the QATzip simulator
 # (tests/qat-sim, ENVOY_QATZIP_LIB) standing in for libqatzip and a QAT device:
-#  1. a device with 2 DC instances: responses compressed on the "device" decode with gzip
-#     and equal the body, compressor.hardware_bytes counts them, no errors, and no
-#     "upper bound" line (the self-check proves QATzip's total_in is device-only);
-#  2. a QATzip whose total_in also counts its software path (`total_in_counts_sw=1`): the
-#     same, plus one log line saying hardware_bytes is an upper bound;
+#  1. a device with 2 DC instances: 16 responses compressed on the "device" decode with
+#     gzip and equal the body; hardware_bytes + software_bytes is every input byte, no
+#     errors, and no "upper bound" line (the self-check proves QATzip's total_in is
+#     device-only);
+#  2. a QATzip whose total_in also counts its software path (`total_in_counts_sw=1`): one
+#     log line saying hardware bytes are an upper bound, and hardware_bytes above run 1's
+#     (the input QATzip sent to its software path, counted as hardware);
 #  3. no device: everything in software, hardware_bytes 0, outputs still right.
 # Each run is its own Envoy (the simulator's state is per process).
 set -euo pipefail
@@ -39,7 +41,7 @@ with open(sys.argv[1], "w") as f:
 PY
 
 run() { # name QATZIP_SIM
-  local name=$1 simcfg=$2 port=$((20000 + RANDOM % 20000)) admin
+  local name=$1 simcfg=$2 port=$((20000 + RANDOM % 10000)) admin # below the ephemeral range
   admin=$((port + 1))
   cat > "$t/$name.yaml" <<YAML
 admin: {address: {socket_address: {address: 127.0.0.1, port_value: $admin}}}
@@ -74,12 +76,14 @@ YAML
     "$envoy" -c "$t/$name.yaml" --concurrency 2 --disable-hot-restart --log-level info \
     > "$t/$name.log" 2>&1 &
   pid=$!
+  local ready=""
   for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$admin/ready" 2>/dev/null && break
+    if curl -sf -o /dev/null "http://127.0.0.1:$admin/ready" 2>/dev/null; then ready=1; break; fi
     kill -0 "$pid" 2>/dev/null || fail "$name: Envoy exited: $(tail -5 "$t/$name.log")"
     sleep 0.1
   done
-  # 16 responses, 8 at a time (more than the 2 instances: the pool sends the rest to zlib-rs).
+  [[ -n "$ready" ]] || fail "$name: Envoy not ready after 10 s: $(tail -5 "$t/$name.log")"
+  # 16 responses, 8 at a time.
   local curls=()
   for i in $(seq 16); do
     curl -s -H 'accept-encoding: gzip' -o "$t/$name.$i.gz" "http://127.0.0.1:$port/" &
@@ -93,28 +97,35 @@ YAML
   curl -s "http://127.0.0.1:$admin/stats" > "$t/$name.stats"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 }
-stat() { # name counter
+counter() { # name counter
   awk -v k="dynamicmodulescustom.compressor.$2: " 'index($0, k) == 1 {print substr($0, length(k) + 1)}' "$t/$1.stats"
 }
-upper_bound_lines() { grep -c "hardware_bytes is an upper bound" "$t/$1.log" || true; }
+upper_bound_lines() { grep -c "hardware bytes are counted from the session status, an upper bound" "$t/$1.log" || true; }
+total=$((16 * $(stat -c %s "$t/body")))
+common() { # name: every response compressed, no errors, every input byte counted once
+  local c e h s
+  c=$(counter "$1" compressed); e=$(counter "$1" errors); h=$(counter "$1" hardware_bytes); s=$(counter "$1" software_bytes)
+  [[ "$c" == 16 ]] || fail "$1: compressed=$c, want 16"
+  [[ "$e" == 0 ]] || fail "$1: errors=$e"
+  [[ $((h + s)) == "$total" ]] || fail "$1: hardware_bytes $h + software_bytes $s != $total input bytes"
+}
 
 run device "instances=2"
-hw=$(stat device hardware_bytes); errs=$(stat device errors); compressed=$(stat device compressed)
-[[ "$compressed" == 16 ]] || fail "device: compressed=$compressed, want 16"
-[[ -n "$hw" && "$hw" -gt 0 ]] || fail "device: hardware_bytes=$hw"
-[[ "$errs" == 0 ]] || fail "device: errors=$errs"
+common device
+hw=$(counter device hardware_bytes)
+[[ "$hw" -gt 0 ]] || fail "device: hardware_bytes=$hw"
 [[ $(upper_bound_lines device) == 0 ]] || fail "device: logged an upper bound though QATzip's total_in is device-only"
-pass "QATzip simulator with 2 instances in Envoy: 16 responses decode with gzip, hardware_bytes=$hw software_bytes=$(stat device software_bytes) sessions_busy=$(stat device qatzip_sessions_busy_bytes), errors 0, counts exact"
+pass "QATzip simulator with 2 instances in Envoy: 16 responses decode with gzip, hardware_bytes=$hw + software_bytes=$(counter device software_bytes) = all $total input bytes, errors 0, no upper-bound line"
 
 run bound "instances=2,total_in_counts_sw=1"
-hw=$(stat bound hardware_bytes)
-[[ -n "$hw" && "$hw" -gt 0 ]] || fail "bound: hardware_bytes=$hw"
+common bound
+hwb=$(counter bound hardware_bytes)
+[[ "$hwb" -gt "$hw" ]] || fail "bound: hardware_bytes=$hwb, not above the exact run's $hw"
 [[ $(upper_bound_lines bound) == 1 ]] || fail "bound: want one 'upper bound' log line, got $(upper_bound_lines bound)"
-pass "a QATzip whose total_in counts software too: hardware_bytes=$hw, logged once as an upper bound"
+pass "a QATzip whose total_in counts software too: hardware_bytes=$hwb (exact run: $hw), logged once as an upper bound"
 
 run nodev "no_device=1"
-hw=$(stat nodev hardware_bytes); sw=$(stat nodev software_bytes)
-[[ "$hw" == 0 ]] || fail "nodev: hardware_bytes=$hw without a device"
-[[ -n "$sw" && "$sw" -gt 0 ]] || fail "nodev: software_bytes=$sw"
-pass "no device: 16 responses decode, hardware_bytes 0, software_bytes=$sw"
+common nodev
+[[ $(counter nodev hardware_bytes) == 0 ]] || fail "nodev: hardware_bytes=$(counter nodev hardware_bytes) without a device"
+pass "no device: 16 responses decode, hardware_bytes 0, software_bytes=$(counter nodev software_bytes)"
 echo "test-module-qatzip: all passed"

@@ -14,7 +14,7 @@
 //! flush, so a client decodes all it has received; the end of the stream (or trailers)
 //! writes the gzip trailer.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,8 +84,6 @@ pub struct ConfigState {
     hw_published: AtomicU64,
     sw_published: AtomicU64,
     busy_published: AtomicU64,
-    /// Whether the "hardware_bytes is an upper bound" line has been logged.
-    hw_bound_logged: AtomicBool,
     delay: Duration,
 }
 
@@ -135,7 +133,6 @@ impl ConfigState {
             hw_published: AtomicU64::new(0),
             sw_published: AtomicU64::new(0),
             busy_published: AtomicU64::new(0),
-            hw_bound_logged: AtomicBool::new(false),
             delay,
         })
     }
@@ -161,21 +158,6 @@ impl ConfigState {
             if now > prev {
                 self.count(s, which, now - prev);
             }
-        }
-        // QATzip's start-up self-check could not prove that its byte count advances on the
-        // device path only: hardware_bytes is then an upper bound. Say so once, when it
-        // first counts something.
-        if st.hw_bytes_in > 0
-            && !st.hw_bytes_exact
-            && !self.hw_bound_logged.swap(true, Ordering::Relaxed)
-        {
-            abi::log(
-                abi::log_level::WARN,
-                "envoy-qat module: compressor.hardware_bytes is an upper bound with this \
-                 libqatzip: its self-check could not show that QATzip's byte count advances \
-                 on the device path only, so it counts all input of calls on device sessions, \
-                 including any QATzip finished in its own software fallback",
-            );
         }
     }
 
